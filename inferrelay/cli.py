@@ -1,0 +1,77 @@
+"""The command line: `inferrelay serve`, `inferrelay engines`, `inferrelay --version`."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from inferrelay import __version__
+
+app = typer.Typer(help="inferrelay: one OpenAI-compatible endpoint that keeps answering.", no_args_is_help=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"inferrelay {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """inferrelay: one OpenAI-compatible endpoint in front of in-process engines and remote servers."""
+
+
+def _home() -> Path:
+    return Path(os.environ.get("INFERRELAY_HOME", "~/.inferrelay")).expanduser()
+
+
+@app.command()
+def serve(
+    config: Annotated[
+        Optional[Path], typer.Option(help="Configuration directory (or INFERRELAY_CONFIG).")  # noqa: UP045
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 unless told otherwise.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve the OpenAI-compatible API and the management API."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import uvicorn
+
+    from inferrelay.config.loading import ConfigError, load_settings
+    from inferrelay.server.app import create_app
+
+    config_dir = config or (Path(os.environ["INFERRELAY_CONFIG"]) if os.environ.get("INFERRELAY_CONFIG") else None)
+    try:
+        settings = load_settings(config_dir, _home())
+    except ConfigError as exc:
+        for problem in exc.problems:
+            typer.echo(f"config error: {problem}", err=True)
+        raise typer.Exit(1) from None
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+
+
+@app.command()
+def engines(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Each engine, whether it can run here, and why not."""
+    from inferrelay.engines.registry import EngineRegistry
+
+    rows = EngineRegistry.discover().snapshot()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        status = "available" if row["available"] else f"unavailable: {row['error']}"
+        typer.echo(f"{row['name']:<10} {','.join(row['capabilities']):<30} {status}")
+
+
+if __name__ == "__main__":
+    app()

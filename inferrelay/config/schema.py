@@ -1,0 +1,52 @@
+"""Typed settings: the model list, the engine chains and the fallback switch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from inferrelay.engines.base import Capability
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSpec(Strict):
+    """One model, declared once; each engine of its chain derives what it needs from `source`."""
+
+    name: str = Field(min_length=1)
+    source: str = Field(
+        min_length=1,
+        description="a GGUF file, a Hugging Face folder, or 'package:<module>/<path>'",
+    )
+    capabilities: list[Capability] = Field(min_length=1)
+    engines: list[str] = Field(min_length=1, description="the fallback chain, first engine first")
+    context_length: int = Field(default=2048, gt=0)
+    device: str = "auto"
+    engine_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per-engine settings, e.g. {'fake': {'latency_ms': 50}}"
+    )
+
+    @field_validator("engines")
+    @classmethod
+    def _no_repeats(cls, engines: list[str]) -> list[str]:
+        if len(set(engines)) != len(engines):
+            raise ValueError("an engine appears twice in the chain")
+        return engines
+
+
+class Settings(Strict):
+    """Everything the server needs, passed explicitly to the app factory."""
+
+    models: list[ModelSpec]
+    fallback: bool = Field(default=True, description="walk the chain on failure; off: first failure answers")
+    home: Path = Field(default_factory=lambda: Path("~/.inferrelay").expanduser())
+    load_retry_after_s: float = Field(
+        default=30.0, ge=0, description="how long a failed load is remembered before it is tried again"
+    )
+
+    def model(self, name: str) -> ModelSpec | None:
+        return next((m for m in self.models if m.name == name), None)

@@ -1,0 +1,158 @@
+"""The engine contract: a name, capabilities, `probe()` and `load()`.
+
+An engine runs a model and nothing more; batching, retries and fallback live
+in routing/. A loaded text model implements three small steps (encode the
+prompt, generate token ids, detokenize) and inherits streaming, stop strings,
+context checks and usage counting from `TextModel`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import Enum
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+
+from inferrelay.engines.decoding import IncrementalDetokenizer, StopScanner, plan_max_tokens
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from inferrelay.config.schema import ModelSpec
+    from inferrelay.errors import InferrelayError
+
+
+class Capability(str, Enum):
+    CHAT = "chat"
+    COMPLETION = "completion"
+    EMBEDDINGS = "embeddings"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    available: bool
+    reason: str
+    checked_at: datetime = field(default_factory=utcnow)
+    error: InferrelayError | None = None
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """A chat (messages) or completion (prompt) request, already validated."""
+
+    messages: list[dict[str, str]] | None = None
+    prompt: str | None = None
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    sampling: Sampling = Sampling()
+
+
+@dataclass
+class Piece:
+    """One streamed piece of text; the last one carries finish_reason and usage."""
+
+    text: str
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    vectors: np.ndarray
+    prompt_tokens: int
+
+
+class LoadedModel(abc.ABC):
+    engine_name: str
+    context_length: int
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what the model holds; the default holds nothing special."""
+
+
+class TextModel(LoadedModel):
+    """A loaded decoder: chat, completion and streaming from three engine steps."""
+
+    @abc.abstractmethod
+    def encode(self, request: GenerationRequest) -> list[int]:
+        """Prompt token ids: the chat template from the model applied, then tokenized."""
+
+    @abc.abstractmethod
+    def generate_ids(self, ids: list[int], max_new: int, sampling: Sampling) -> Iterator[int]:
+        """New token ids, ending early (without yielding it) at an end-of-generation token."""
+
+    @abc.abstractmethod
+    def detokenize(self, ids: list[int]) -> str: ...
+
+    def stream(self, request: GenerationRequest) -> Iterator[Piece]:
+        ids = self.encode(request)
+        max_new = plan_max_tokens(len(ids), request.max_tokens, self.context_length)
+        text = IncrementalDetokenizer(self.detokenize)
+        stops = StopScanner(request.stop)
+        count = 0
+        finish = "length"
+        for token in self.generate_ids(ids, max_new, request.sampling):
+            count += 1
+            piece, stopped = stops.feed(text.push(token))
+            if piece:
+                yield Piece(piece)
+            if stopped:
+                finish = "stop"
+                break
+        else:
+            if count < max_new:
+                finish = "stop"
+            tail, _ = stops.feed(text.flush())
+            rest = tail + stops.flush()
+            if rest:
+                yield Piece(rest)
+        yield Piece("", finish, len(ids), count)
+
+    def generate(self, request: GenerationRequest) -> Piece:
+        parts: list[str] = []
+        last = Piece("")
+        for piece in self.stream(request):
+            parts.append(piece.text)
+            last = piece
+        return Piece("".join(parts), last.finish_reason, last.prompt_tokens, last.completion_tokens)
+
+
+class EmbeddingModel(LoadedModel):
+    @abc.abstractmethod
+    def embed(self, texts: list[str]) -> Embeddings:
+        """L2-normalised float32 vectors, one row per text."""
+
+
+class Engine(abc.ABC):
+    """An in-process engine. Subclasses register under the `inferrelay.engines` entry points."""
+
+    name: ClassVar[str]
+    capabilities: ClassVar[frozenset[Capability]]
+
+    @abc.abstractmethod
+    def probe(self) -> ProbeResult:
+        """Whether this engine can run here, and why not; cheap and side-effect free."""
+
+    @abc.abstractmethod
+    def load(self, model: ModelSpec, device: str, home: Path) -> LoadedModel:
+        """Load `model` on `device`; derived artifacts go under `home`/cache."""

@@ -1,0 +1,129 @@
+"""A deterministic engine for users' own tests and for fault injection.
+
+Options (a model's `engine_options.fake`): `latency_ms` per token,
+`fail_kind` (an error kind) with `fail_rate` (0..1) and `fail_on`
+("load" or "request"), `dimensions` of its embeddings, and `seed` for the
+failure draws.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from inferrelay.config.schema import ModelSpec, Strict
+from inferrelay.engines.base import (
+    Capability,
+    EmbeddingModel,
+    Embeddings,
+    Engine,
+    GenerationRequest,
+    LoadedModel,
+    ProbeResult,
+    Sampling,
+    TextModel,
+)
+from inferrelay.engines.decoding import check_input_lengths
+from inferrelay.errors import ErrorKind, InferrelayError
+
+
+class FakeOptions(Strict):
+    latency_ms: float = Field(default=0.0, ge=0)
+    fail_kind: ErrorKind | None = None
+    fail_rate: float = Field(default=1.0, ge=0, le=1)
+    fail_on: str = Field(default="request", pattern="^(load|request)$")
+    dimensions: int = Field(default=384, gt=0)
+    seed: int = 0
+
+
+class FaultInjector:
+    def __init__(self, options: FakeOptions) -> None:
+        self._options = options
+        self._draws = random.Random(options.seed)
+
+    def maybe_fail(self, stage: str) -> None:
+        kind = self._options.fail_kind
+        if kind is None or stage != self._options.fail_on:
+            return
+        if self._draws.random() < self._options.fail_rate:
+            raise InferrelayError(kind, f"fake engine: injected {kind.value} at {stage}")
+
+
+class FakeEngine(Engine):
+    name = "fake"
+    capabilities = frozenset({Capability.CHAT, Capability.COMPLETION, Capability.EMBEDDINGS})
+
+    def probe(self) -> ProbeResult:
+        return ProbeResult(True, "ok")
+
+    def load(self, model: ModelSpec, device: str, home: Path) -> LoadedModel:
+        options = FakeOptions.model_validate(model.engine_options.get("fake", {}))
+        faults = FaultInjector(options)
+        faults.maybe_fail("load")
+        if Capability.EMBEDDINGS in model.capabilities:
+            return FakeEncoder(options, faults, model.context_length)
+        return FakeDecoder(options, faults, model.context_length)
+
+
+class FakeDecoder(TextModel):
+    """Answers with the words of the last message, echoed; one word is one token."""
+
+    engine_name = "fake"
+
+    def __init__(self, options: FakeOptions, faults: FaultInjector, context_length: int) -> None:
+        self._options = options
+        self._faults = faults
+        self._words: dict[int, str] = {}
+        self._ids: dict[str, int] = {}
+        self.context_length = context_length
+
+    def encode(self, request: GenerationRequest) -> list[int]:
+        self._faults.maybe_fail("request")
+        text = request.messages[-1]["content"] if request.messages else request.prompt or ""
+        return [self._id(word) for word in text.split()]
+
+    def generate_ids(self, ids: list[int], max_new: int, sampling: Sampling) -> Iterator[int]:
+        for token in ([self._id("echo:"), *ids])[:max_new]:
+            time.sleep(self._options.latency_ms / 1000)
+            yield token
+
+    def detokenize(self, ids: list[int]) -> str:
+        return " ".join(self._words[i] for i in ids)
+
+    def _id(self, word: str) -> int:
+        if word not in self._ids:
+            self._ids[word] = len(self._ids)
+            self._words[self._ids[word]] = word
+        return self._ids[word]
+
+
+class FakeEncoder(EmbeddingModel):
+    """A unit vector seeded by each text's hash: equal texts, equal vectors."""
+
+    engine_name = "fake"
+
+    def __init__(self, options: FakeOptions, faults: FaultInjector, context_length: int) -> None:
+        self._options = options
+        self._faults = faults
+        self.context_length = context_length
+
+    def embed(self, texts: list[str]) -> Embeddings:
+        self._faults.maybe_fail("request")
+        lengths = [len(t.split()) for t in texts]
+        check_input_lengths(lengths, self.context_length)
+        time.sleep(self._options.latency_ms / 1000)
+        vectors = np.stack([_unit_vector(t, self._options.dimensions) for t in texts])
+        return Embeddings(vectors, sum(lengths))
+
+
+def _unit_vector(text: str, dimensions: int) -> Any:
+    seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+    vector = np.random.default_rng(seed).standard_normal(dimensions).astype(np.float32)
+    return vector / np.linalg.norm(vector)

@@ -1,0 +1,135 @@
+"""llama.cpp through llama-cpp-python: GGUF files, chat template from the GGUF."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inferrelay.config.schema import ModelSpec
+from inferrelay.config.sources import resolve_source
+from inferrelay.engines.base import (
+    Capability,
+    EmbeddingModel,
+    Embeddings,
+    Engine,
+    GenerationRequest,
+    LoadedModel,
+    ProbeResult,
+    Sampling,
+    TextModel,
+)
+from inferrelay.engines.chat_template import render_chat
+from inferrelay.engines.decoding import check_input_lengths
+from inferrelay.engines.optional import probe_imports, require
+from inferrelay.errors import ErrorKind, InferrelayError
+
+INSTALL = "llama-cpp-python"
+
+
+class LlamaCppEngine(Engine):
+    name = "llamacpp"
+    capabilities = frozenset({Capability.CHAT, Capability.COMPLETION, Capability.EMBEDDINGS})
+
+    def probe(self) -> ProbeResult:
+        return probe_imports(("llama_cpp", INSTALL))
+
+    def load(self, model: ModelSpec, device: str, home: Path) -> LoadedModel:
+        llama_cpp = require("llama_cpp", INSTALL)
+        source = resolve_source(model.source)
+        if source.format != "gguf":
+            raise InferrelayError(
+                ErrorKind.MODEL_LOAD_FAILED, f"llama.cpp reads GGUF files; {source.path} is {source.format}"
+            )
+        embedding = Capability.EMBEDDINGS in model.capabilities
+        try:
+            llm = llama_cpp.Llama(
+                model_path=str(source.path),
+                n_ctx=model.context_length,
+                n_threads=os.cpu_count() or 1,
+                n_gpu_layers=-1 if device == "cuda" else 0,
+                embedding=embedding,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as exc:  # llama-cpp-python's words for a file it cannot read
+            raise InferrelayError(
+                ErrorKind.MODEL_LOAD_FAILED, f"llama.cpp could not load {source.path}: {exc}"
+            ) from exc
+        return LlamaEmbeddingModel(llm, model) if embedding else LlamaTextModel(llm, model)
+
+
+class LlamaTextModel(TextModel):
+    engine_name = "llamacpp"
+
+    def __init__(self, llm: Any, spec: ModelSpec) -> None:
+        self._llm = llm
+        self.context_length = spec.context_length
+        self._template = llm.metadata.get("tokenizer.chat_template")
+        self._is_eog = _eog_check(llm)
+
+    def encode(self, request: GenerationRequest) -> list[int]:
+        if request.messages is not None:
+            if not self._template:
+                raise InferrelayError(ErrorKind.BAD_REQUEST, "this GGUF carries no chat template; use /v1/completions")
+            text = render_chat(
+                self._template,
+                request.messages,
+                bos_token=self._token_text(self._llm.token_bos()),
+                eos_token=self._token_text(self._llm.token_eos()),
+            )
+            return list(self._llm.tokenize(text.encode(), add_bos=False, special=True))
+        return list(self._llm.tokenize((request.prompt or "").encode(), add_bos=True, special=False))
+
+    def generate_ids(self, ids: list[int], max_new: int, sampling: Sampling) -> Iterator[int]:
+        if sampling.seed is not None:
+            self._llm.set_seed(sampling.seed)
+        tokens = self._llm.generate(
+            ids,
+            temp=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=0,
+            min_p=0.0,
+            repeat_penalty=1.0,
+        )
+        for produced, token in enumerate(tokens, start=1):
+            if self._is_eog(token):
+                return
+            yield token
+            if produced >= max_new:
+                return
+
+    def detokenize(self, ids: list[int]) -> str:
+        return self._llm.detokenize(ids).decode("utf-8", errors="replace")
+
+    def _token_text(self, token: int) -> str:
+        return "" if token < 0 else self._llm.detokenize([token], special=True).decode("utf-8", "replace")
+
+    def close(self) -> None:
+        self._llm.close()
+
+
+class LlamaEmbeddingModel(EmbeddingModel):
+    engine_name = "llamacpp"
+
+    def __init__(self, llm: Any, spec: ModelSpec) -> None:
+        self._llm = llm
+        self.context_length = spec.context_length
+
+    def embed(self, texts: list[str]) -> Embeddings:
+        tokens = [self._llm.tokenize(t.encode(), add_bos=True) for t in texts]
+        check_input_lengths([len(ids) for ids in tokens], self.context_length)
+        vectors = np.asarray(self._llm.embed(texts, normalize=True), dtype=np.float32)
+        return Embeddings(vectors, sum(len(ids) for ids in tokens))
+
+    def close(self) -> None:
+        self._llm.close()
+
+
+def _eog_check(llm: Any) -> Any:
+    import llama_cpp
+
+    vocab = llm._model.vocab
+    return lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token))

@@ -1,0 +1,163 @@
+"""ONNX Runtime: onnxruntime for encoders, onnxruntime-genai for decoders.
+
+The ONNX files are exported from the model's own source on first use and
+cached under $INFERRELAY_HOME/cache, keyed by the source's hash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inferrelay.config.schema import ModelSpec
+from inferrelay.config.sources import ModelSource, resolve_source
+from inferrelay.engines.artifacts import cached_artifact
+from inferrelay.engines.base import (
+    Capability,
+    EmbeddingModel,
+    Embeddings,
+    Engine,
+    GenerationRequest,
+    LoadedModel,
+    ProbeResult,
+    Sampling,
+    TextModel,
+)
+from inferrelay.engines.decoding import check_input_lengths
+from inferrelay.engines.onnx_export import DECODER_PRECISION
+from inferrelay.engines.optional import probe_imports, require
+from inferrelay.errors import ErrorKind, InferrelayError
+
+RUNTIME = ("onnxruntime", "onnxruntime")
+GENAI = ("onnxruntime_genai", "onnxruntime-genai")
+TOKENIZERS = ("tokenizers", "tokenizers")
+
+
+class OnnxEngine(Engine):
+    name = "onnx"
+    capabilities = frozenset({Capability.CHAT, Capability.COMPLETION, Capability.EMBEDDINGS})
+
+    def probe(self) -> ProbeResult:
+        return probe_imports(RUNTIME, GENAI, TOKENIZERS)
+
+    def load(self, model: ModelSpec, device: str, home: Path) -> LoadedModel:
+        source = resolve_source(model.source)
+        if Capability.EMBEDDINGS in model.capabilities:
+            folder = _export(home, "onnx-encoder", source, [])
+            return OnnxEncoder(folder, model)
+        folder = _export(home, f"onnx-decoder-{DECODER_PRECISION}", source, ["--precision", DECODER_PRECISION])
+        return GenAIDecoder(folder, model)
+
+
+def _export(home: Path, kind: str, source: ModelSource, extra: list[str]) -> Path:
+    if source.format == "onnx":
+        return source.folder
+    what = "encoder" if kind == "onnx-encoder" else "decoder"
+
+    def build(out: Path) -> None:
+        done = subprocess.run(
+            [sys.executable, "-m", "inferrelay.engines.onnx_export", what, str(source.path), str(out), *extra],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
+        if done.returncode != 0:
+            tail = " | ".join(done.stderr.strip().splitlines()[-3:])
+            raise InferrelayError(ErrorKind.MODEL_LOAD_FAILED, f"ONNX export of {source.path} failed: {tail}")
+
+    return cached_artifact(home, kind, source, build)
+
+
+class OnnxEncoder(EmbeddingModel):
+    engine_name = "onnx"
+
+    def __init__(self, folder: Path, spec: ModelSpec) -> None:
+        ort = require(*RUNTIME)
+        tokenizers = require(*TOKENIZERS)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = os.cpu_count() or 1
+        try:
+            self._session = ort.InferenceSession(
+                str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:
+            raise InferrelayError(
+                ErrorKind.MODEL_LOAD_FAILED,
+                f"onnxruntime could not load {folder / 'model.onnx'}: {exc}",
+                hint=f"the cached export is damaged: delete {folder} and it is rebuilt on next use",
+            ) from exc
+        self._tokenizer = tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self._tokenizer.no_truncation()
+        self._tokenizer.enable_padding()
+        self.context_length = spec.context_length
+
+    def embed(self, texts: list[str]) -> Embeddings:
+        encodings = self._tokenizer.encode_batch(texts)
+        lengths = [sum(e.attention_mask) for e in encodings]
+        check_input_lengths(lengths, self.context_length)
+        feed = {
+            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
+        }
+        (vectors,) = self._session.run(["embedding"], feed)
+        return Embeddings(vectors.astype(np.float32, copy=False), sum(lengths))
+
+
+class GenAIDecoder(TextModel):
+    engine_name = "onnx"
+
+    def __init__(self, folder: Path, spec: ModelSpec) -> None:
+        self._og = require(*GENAI)
+        try:
+            self._model = self._og.Model(str(folder))
+        except Exception as exc:
+            raise InferrelayError(
+                ErrorKind.MODEL_LOAD_FAILED,
+                f"onnxruntime-genai could not load {folder}: {exc}",
+                hint=f"the cached export is damaged: delete {folder} and it is rebuilt on next use",
+            ) from exc
+        self._tokenizer = self._og.Tokenizer(self._model)
+        config = json.loads((folder / "genai_config.json").read_text())["model"]
+        eos = config.get("eos_token_id", [])
+        self._eos = set(eos if isinstance(eos, list) else [eos])
+        self.context_length = min(spec.context_length, int(config.get("context_length", spec.context_length)))
+
+    def encode(self, request: GenerationRequest) -> list[int]:
+        if request.messages is not None:
+            try:
+                text = self._tokenizer.apply_chat_template(json.dumps(request.messages), add_generation_prompt=True)
+            except Exception as exc:
+                raise InferrelayError(
+                    ErrorKind.BAD_REQUEST, f"the model's chat template rejected the messages: {exc}"
+                ) from exc
+        else:
+            text = request.prompt or ""
+        return [int(t) for t in self._tokenizer.encode(text)]
+
+    def generate_ids(self, ids: list[int], max_new: int, sampling: Sampling) -> Iterator[int]:
+        params = self._og.GeneratorParams(self._model)
+        options: dict[str, Any] = {"max_length": len(ids) + max_new, "do_sample": not sampling.greedy}
+        if not sampling.greedy:
+            options |= {"temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0}
+        if sampling.seed is not None:
+            options["random_seed"] = sampling.seed
+        params.set_search_options(**options)
+        generator = self._og.Generator(self._model, params)
+        generator.append_tokens(ids)
+        while not generator.is_done():
+            generator.generate_next_token()
+            token = int(generator.get_next_tokens()[0])
+            if token in self._eos:
+                return
+            yield token
+
+    def detokenize(self, ids: list[int]) -> str:
+        return str(self._tokenizer.decode(np.asarray(ids, dtype=np.int32)))

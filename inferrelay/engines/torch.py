@@ -1,0 +1,167 @@
+"""PyTorch through transformers: GGUF files (dequantized) and Hugging Face folders."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inferrelay.config.schema import ModelSpec
+from inferrelay.config.sources import ModelSource, resolve_source
+from inferrelay.engines.base import (
+    Capability,
+    EmbeddingModel,
+    Embeddings,
+    Engine,
+    GenerationRequest,
+    LoadedModel,
+    ProbeResult,
+    Sampling,
+    TextModel,
+)
+from inferrelay.engines.decoding import check_input_lengths
+from inferrelay.engines.optional import probe_imports, require
+from inferrelay.errors import ErrorKind, InferrelayError
+
+TORCH = ("torch", "torch==2.13.0")
+TRANSFORMERS = ("transformers", "'transformers>=5' gguf accelerate")
+DTYPE_BY_DEVICE = {"cuda": "bfloat16", "mps": "float16", "cpu": "float32"}
+
+
+def pick_device(requested: str) -> str:
+    """CUDA, then MPS, then CPU, unless the model names one."""
+    if requested != "auto":
+        return requested
+    torch = require(*TORCH)
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+class TorchEngine(Engine):
+    name = "torch"
+    capabilities = frozenset({Capability.CHAT, Capability.COMPLETION, Capability.EMBEDDINGS})
+
+    def probe(self) -> ProbeResult:
+        return probe_imports(TORCH, TRANSFORMERS)
+
+    def load(self, model: ModelSpec, device: str, home: Path) -> LoadedModel:
+        torch = require(*TORCH)
+        transformers = require(*TRANSFORMERS)
+        source = resolve_source(model.source)
+        if source.format not in ("gguf", "hf_folder", "sentence_transformers"):
+            raise InferrelayError(ErrorKind.MODEL_LOAD_FAILED, f"transformers cannot read {source.format} files")
+        device = pick_device(device)
+        dtype = getattr(torch, DTYPE_BY_DEVICE.get(device, "float32"))
+        torch.set_num_threads(os.cpu_count() or 1)
+        kwargs = _from_pretrained_args(source)
+        try:
+            tokenizer = transformers.AutoTokenizer.from_pretrained(**kwargs)
+            if Capability.EMBEDDINGS in model.capabilities:
+                encoder = transformers.AutoModel.from_pretrained(**kwargs, dtype=dtype)
+                return TorchEncoder(encoder.to(device).eval(), tokenizer, model, device)
+            decoder = transformers.AutoModelForCausalLM.from_pretrained(**kwargs, dtype=dtype)
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise InferrelayError(
+                ErrorKind.MODEL_LOAD_FAILED, f"transformers could not load {source.path}: {exc}"
+            ) from exc
+        return TorchDecoder(decoder.to(device).eval(), tokenizer, model, device)
+
+
+def _from_pretrained_args(source: ModelSource) -> dict[str, Any]:
+    if source.format == "gguf":
+        return {"pretrained_model_name_or_path": str(source.folder), "gguf_file": source.path.name}
+    return {"pretrained_model_name_or_path": str(source.path)}
+
+
+class TorchDecoder(TextModel):
+    engine_name = "torch"
+
+    def __init__(self, model: Any, tokenizer: Any, spec: ModelSpec, device: str) -> None:
+        self._model = model
+        self._tokenizer = tokenizer
+        self._device = device
+        self.context_length = spec.context_length
+        eos = model.generation_config.eos_token_id
+        self._eos = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
+
+    def encode(self, request: GenerationRequest) -> list[int]:
+        if request.messages is not None:
+            if not self._tokenizer.chat_template:
+                raise InferrelayError(ErrorKind.BAD_REQUEST, "this model has no chat template; use /v1/completions")
+            try:
+                ids = self._tokenizer.apply_chat_template(
+                    request.messages, add_generation_prompt=True, tokenize=True, return_dict=False
+                )
+            except Exception as exc:
+                raise InferrelayError(
+                    ErrorKind.BAD_REQUEST, f"the model's chat template rejected the messages: {exc}"
+                ) from exc
+            return [int(t) for t in ids]
+        return [int(t) for t in self._tokenizer.encode(request.prompt or "")]
+
+    def generate_ids(self, ids: list[int], max_new: int, sampling: Sampling) -> Iterator[int]:
+        import torch
+
+        generator = torch.Generator(device=self._device)
+        if sampling.seed is not None:
+            generator.manual_seed(sampling.seed)
+        else:
+            generator.seed()
+        inputs = torch.tensor([ids], device=self._device)
+        past = None
+        with torch.inference_mode():
+            for _ in range(max_new):
+                out = self._model(input_ids=inputs, past_key_values=past, use_cache=True)
+                past = out.past_key_values
+                token = _pick(out.logits[0, -1].float(), sampling, generator)
+                if token in self._eos:
+                    return
+                yield token
+                inputs = torch.tensor([[token]], device=self._device)
+
+    def detokenize(self, ids: list[int]) -> str:
+        return str(self._tokenizer.decode(ids, skip_special_tokens=True))
+
+
+def _pick(logits: Any, sampling: Sampling, generator: Any) -> int:
+    """Greedy at temperature 0; otherwise temperature and nucleus (top_p) sampling."""
+    import torch
+
+    if sampling.greedy:
+        return int(logits.argmax())
+    probs = torch.softmax(logits / sampling.temperature, dim=-1)
+    if sampling.top_p < 1.0:
+        sorted_probs, order = probs.sort(descending=True)
+        keep = sorted_probs.cumsum(-1) - sorted_probs < sampling.top_p
+        probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+class TorchEncoder(EmbeddingModel):
+    engine_name = "torch"
+
+    def __init__(self, model: Any, tokenizer: Any, spec: ModelSpec, device: str) -> None:
+        self._model = model
+        self._tokenizer = tokenizer
+        self._device = device
+        self.context_length = spec.context_length
+
+    def embed(self, texts: list[str]) -> Embeddings:
+        import torch
+
+        batch = self._tokenizer(texts, padding=True, truncation=False, return_tensors="pt")
+        lengths = batch["attention_mask"].sum(1).tolist()
+        check_input_lengths(lengths, self.context_length)
+        batch = batch.to(self._device)
+        with torch.inference_mode():
+            hidden = self._model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            vectors = torch.nn.functional.normalize(pooled, dim=-1)
+        return Embeddings(vectors.float().cpu().numpy().astype(np.float32), int(sum(lengths)))

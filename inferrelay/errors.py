@@ -1,0 +1,152 @@
+"""The error taxonomy: every failure gets one kind, one policy and one hint.
+
+Engines, the fallback walk and the server all raise or translate into
+`InferrelayError`; `classify` is the one place that turns a foreign exception
+into a kind, and the server maps a kind to OpenAI's error body.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class KindPolicy:
+    status: int
+    error_type: str
+    falls_back: bool
+    hint: str
+
+
+class ErrorKind(str, Enum):
+    BAD_REQUEST = "bad_request"
+    CONTEXT_LENGTH = "context_length"
+    MODEL_NOT_FOUND = "model_not_found"
+    NOT_FOUND = "not_found"
+    DEPENDENCY_MISSING = "dependency_missing"
+    ENGINE_UNAVAILABLE = "engine_unavailable"
+    MODEL_LOAD_FAILED = "model_load_failed"
+    OUT_OF_MEMORY = "out_of_memory"
+    TRANSIENT = "transient"
+    TIMEOUT = "timeout"
+    RATE_LIMITED = "rate_limited"
+    UPSTREAM_ERROR = "upstream_error"
+    ALL_BACKENDS_FAILED = "all_backends_failed"
+    INTERNAL = "internal"
+
+    @property
+    def policy(self) -> KindPolicy:
+        return POLICIES[self]
+
+
+POLICIES: dict[ErrorKind, KindPolicy] = {
+    ErrorKind.BAD_REQUEST: KindPolicy(
+        400, "invalid_request_error", False, "Fix the request: the message names the field."
+    ),
+    ErrorKind.CONTEXT_LENGTH: KindPolicy(
+        400,
+        "invalid_request_error",
+        False,
+        "Shorten the prompt or lower max_tokens to fit the model's context window.",
+    ),
+    ErrorKind.MODEL_NOT_FOUND: KindPolicy(
+        404, "invalid_request_error", False, "GET /v1/models lists the models served here."
+    ),
+    ErrorKind.NOT_FOUND: KindPolicy(404, "invalid_request_error", False, "Check the name in the path."),
+    ErrorKind.DEPENDENCY_MISSING: KindPolicy(
+        503, "server_error", True, "Install the missing library (the message says which)."
+    ),
+    ErrorKind.ENGINE_UNAVAILABLE: KindPolicy(
+        503, "server_error", True, "This engine cannot run here; the next engine of the chain is used."
+    ),
+    ErrorKind.MODEL_LOAD_FAILED: KindPolicy(
+        503,
+        "server_error",
+        True,
+        "Check that the model file is complete and in a format this engine reads.",
+    ),
+    ErrorKind.OUT_OF_MEMORY: KindPolicy(
+        503, "server_error", True, "Free memory, use a smaller model or a lower precision."
+    ),
+    ErrorKind.TRANSIENT: KindPolicy(503, "server_error", True, "Retry; the failure was temporary."),
+    ErrorKind.TIMEOUT: KindPolicy(504, "server_error", True, "Raise the timeout or use a faster backend."),
+    ErrorKind.RATE_LIMITED: KindPolicy(429, "rate_limit_error", True, "Slow down or raise the backend's rate limit."),
+    ErrorKind.UPSTREAM_ERROR: KindPolicy(
+        502, "server_error", True, "The backend answered with an error; see its message."
+    ),
+    ErrorKind.ALL_BACKENDS_FAILED: KindPolicy(
+        503, "server_error", False, "Every engine of the chain failed; each reason is listed."
+    ),
+    ErrorKind.INTERNAL: KindPolicy(500, "server_error", True, "An unexpected error; the server log has the traceback."),
+}
+
+
+class InferrelayError(Exception):
+    """A classified failure, shaped like OpenAI's error body."""
+
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        *,
+        param: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.param = param
+        self.hint = hint or kind.policy.hint
+
+    @property
+    def status(self) -> int:
+        return self.kind.policy.status
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.kind.policy.error_type,
+                "param": self.param,
+                "code": self.kind.value,
+                "hint": self.hint,
+            }
+        }
+
+
+def bad_request(message: str, param: str | None = None) -> InferrelayError:
+    return InferrelayError(ErrorKind.BAD_REQUEST, message, param=param)
+
+
+def dependency_missing(library: str, install: str) -> InferrelayError:
+    return InferrelayError(
+        ErrorKind.DEPENDENCY_MISSING,
+        f"{library} is not installed",
+        hint=f"pip install {install}",
+    )
+
+
+_OOM_MARKERS = ("out of memory", "failed to allocate", "cannot allocate memory")
+
+
+def classify(exc: BaseException, *, loading: bool = False) -> InferrelayError:
+    """Give any exception its kind; `loading` says it happened while loading a model."""
+    if isinstance(exc, InferrelayError):
+        return exc
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, MemoryError) or any(m in str(exc).lower() for m in _OOM_MARKERS):
+        return InferrelayError(ErrorKind.OUT_OF_MEMORY, text)
+    if isinstance(exc, ImportError):
+        name = getattr(exc, "name", None) or str(exc)
+        return InferrelayError(ErrorKind.DEPENDENCY_MISSING, text, hint=f"pip install {name}")
+    if isinstance(exc, TimeoutError):
+        return InferrelayError(ErrorKind.TIMEOUT, text)
+    if loading:
+        return InferrelayError(ErrorKind.MODEL_LOAD_FAILED, text)
+    log.error("unclassified exception %s", type(exc).__name__, exc_info=exc)
+    return InferrelayError(ErrorKind.INTERNAL, text)

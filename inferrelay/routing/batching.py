@@ -1,0 +1,25 @@
+"""Embedding many texts: sorted by length into batches, order restored after."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from inferrelay.engines.base import EmbeddingModel, Embeddings
+
+EMBED_BATCH = 32
+
+
+def embed_sorted(model: EmbeddingModel, texts: list[str], batch_size: int = EMBED_BATCH) -> Embeddings:
+    """Short texts pad with short texts: on CPU this is several times faster than input order."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    vectors: np.ndarray | None = None
+    tokens = 0
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        out = model.embed([texts[i] for i in chunk])
+        if vectors is None:
+            vectors = np.empty((len(texts), out.vectors.shape[1]), dtype=np.float32)
+        vectors[chunk] = out.vectors
+        tokens += out.prompt_tokens
+    assert vectors is not None, "embed_sorted needs at least one text"
+    return Embeddings(vectors, tokens)

@@ -1,0 +1,96 @@
+"""The fallback walk: each model's engines in order until one serves."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from inferrelay.config.schema import ModelSpec, Settings
+from inferrelay.engines.base import Capability, Engine
+from inferrelay.engines.registry import EngineRegistry
+from inferrelay.errors import ErrorKind, InferrelayError, classify
+from inferrelay.routing.pool import LoadedSlot, ModelPool
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Attempt:
+    backend: str
+    kind: ErrorKind
+    reason: str
+    hint: str
+
+    def describe(self) -> str:
+        return f"{self.backend}: {self.kind.value}: {self.reason} (hint: {self.hint})"
+
+
+def attempts_header(attempts: list[Attempt]) -> str:
+    """`x-inferrelay-attempts`: each failed attempt before the answer, with its kind."""
+    return ",".join(f"{a.backend}={a.kind.value}" for a in attempts)
+
+
+@dataclass
+class Served(Generic[T]):
+    result: T
+    backend: str
+    attempts: list[Attempt] = field(default_factory=list)
+
+
+class ChainFailed(InferrelayError):
+    """The end of a walk with no answer; carries every attempt for the headers and the message."""
+
+    def __init__(self, error: InferrelayError, attempts: list[Attempt]) -> None:
+        super().__init__(error.kind, error.message, param=error.param, hint=error.hint)
+        self.attempts = attempts
+
+
+class FallbackChain:
+    def __init__(self, settings: Settings, registry: EngineRegistry, pool: ModelPool) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._pool = pool
+
+    async def serve(
+        self,
+        spec: ModelSpec,
+        capability: Capability,
+        action: Callable[[LoadedSlot], Awaitable[T]],
+    ) -> Served[T]:
+        attempts: list[Attempt] = []
+        for name in spec.engines:
+            backend = f"local/{name}"
+            try:
+                slot = await self._pool.slot(spec, self._usable_engine(name, capability))
+                return Served(await action(slot), backend, attempts)
+            except Exception as exc:
+                error = classify(exc)
+                if not error.kind.policy.falls_back:
+                    raise ChainFailed(error, attempts) from exc
+                self._registry.record_failure(name, spec.name, error)
+                attempts.append(Attempt(backend, error.kind, error.message, error.hint))
+                if not self._settings.fallback:
+                    raise ChainFailed(error, attempts) from exc
+        raise ChainFailed(_all_failed(spec, attempts), attempts)
+
+    def _usable_engine(self, name: str, capability: Capability) -> Engine:
+        state = self._registry.state(name)
+        if state is None or state.engine is None:
+            reason = "is not installed" if state is None else state.probe.reason
+            raise InferrelayError(ErrorKind.ENGINE_UNAVAILABLE, f"engine {name!r} {reason}")
+        if not state.probe.available:
+            probe_error = state.probe.error
+            kind = probe_error.kind if probe_error else ErrorKind.ENGINE_UNAVAILABLE
+            raise InferrelayError(kind, state.probe.reason, hint=probe_error.hint if probe_error else None)
+        if capability not in state.engine.capabilities:
+            raise InferrelayError(ErrorKind.ENGINE_UNAVAILABLE, f"engine {name!r} does not offer {capability.value}")
+        return state.engine
+
+
+def _all_failed(spec: ModelSpec, attempts: list[Attempt]) -> InferrelayError:
+    lines = "; ".join(a.describe() for a in attempts)
+    return InferrelayError(
+        ErrorKind.ALL_BACKENDS_FAILED,
+        f"every engine for model {spec.name!r} failed: {lines}",
+    )

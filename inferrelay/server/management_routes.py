@@ -1,0 +1,34 @@
+"""Liveness and engine status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from inferrelay.errors import ErrorKind, InferrelayError
+from inferrelay.server.relay import relay_of
+
+router = APIRouter()
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/api/v1/engines")
+async def engines(request: Request) -> dict[str, Any]:
+    registry = relay_of(request).registry
+    return {"engines": registry.snapshot()}
+
+
+@router.get("/api/v1/engines/{name}")
+async def engine(name: str, request: Request) -> dict[str, Any]:
+    registry = relay_of(request).registry
+    state = registry.reprobe(name)
+    if state is None:
+        known = ", ".join(registry.names())
+        raise InferrelayError(ErrorKind.NOT_FOUND, f"no engine named {name!r} (known: {known})")
+    result: dict[str, Any] = state.as_dict(name)
+    return result

@@ -1,0 +1,40 @@
+"""What the routes share: settings, engines, loaded models and the fallback chain."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from inferrelay.config.schema import ModelSpec, Settings
+from inferrelay.engines.base import Capability
+from inferrelay.engines.registry import EngineRegistry
+from inferrelay.errors import ErrorKind, InferrelayError
+from inferrelay.routing.fallback import FallbackChain
+from inferrelay.routing.pool import ModelPool
+
+
+@dataclass
+class Relay:
+    settings: Settings
+    registry: EngineRegistry
+    pool: ModelPool
+    chain: FallbackChain
+
+    def model(self, name: str, capability: Capability) -> ModelSpec:
+        spec = self.settings.model(name)
+        if spec is None:
+            raise InferrelayError(ErrorKind.MODEL_NOT_FOUND, f"The model {name!r} does not exist.", param="model")
+        if capability not in spec.capabilities:
+            offered = ", ".join(c.value for c in spec.capabilities)
+            raise InferrelayError(
+                ErrorKind.BAD_REQUEST,
+                f"model {name!r} does not offer {capability.value} (it offers: {offered})",
+                param="model",
+            )
+        return spec
+
+
+def relay_of(request: Request) -> Relay:
+    relay: Relay = request.app.state.relay
+    return relay
