@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import logging
 
 from fastapi import FastAPI, Request
@@ -15,6 +16,9 @@ from inferrelay.routing.fallback import ChainFailed, attempts_header
 
 log = logging.getLogger(__name__)
 
+_TYPE_TAG = re.compile(r"^(str|int|float|bool|none|list\[.*\]|dict\[.*\]|function-.*)$")
+"""Pydantic names the member of a union in an error's location; the caller wants the field."""
+
 
 def error_response(error: InferrelayError) -> JSONResponse:
     headers = {}
@@ -25,7 +29,7 @@ def error_response(error: InferrelayError) -> JSONResponse:
 
 def validation_error(exc: RequestValidationError) -> InferrelayError:
     first = exc.errors()[0]
-    location = [str(part) for part in first.get("loc", ()) if part != "body"]
+    location = [str(part) for part in first.get("loc", ()) if part != "body" and not _TYPE_TAG.match(str(part))]
     field = ".".join(location) or None
     if first.get("type") == "json_invalid":
         return bad_request(f"the request body is not valid JSON: {first.get('ctx', {}).get('error', '')}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from inferrelay.engines.base import GenerationRequest, Sampling
 
@@ -28,14 +28,12 @@ class OpenAIRequest(BaseModel):
     model: str = Field(min_length=1)
     user: str | None = None
 
-    @model_validator(mode="before")
+    @field_validator(*UNSUPPORTED, check_fields=False)
     @classmethod
-    def _refuse_unsupported(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            for name, why in UNSUPPORTED.items():
-                if data.get(name):
-                    raise ValueError(f"unsupported parameter {name!r}: {why}")
-        return data
+    def _refuse_unsupported(cls, value: Any, info: ValidationInfo) -> Any:
+        if value:
+            raise ValueError(f"unsupported parameter: {UNSUPPORTED[str(info.field_name)]}")
+        return value
 
 
 class GenerationParams(OpenAIRequest):
