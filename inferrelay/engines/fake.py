@@ -2,7 +2,7 @@
 
 Options (a model's `engine_options.fake`): `latency_ms` per token,
 `fail_kind` (an error kind) with `fail_rate` (0..1) and `fail_on`
-("load" or "request"), `dimensions` of its embeddings, and `seed` for the
+("load", "request", or "stream": after the first token), `dimensions` of its embeddings, and `seed` for the
 failure draws.
 """
 
@@ -38,7 +38,7 @@ class FakeOptions(Strict):
     latency_ms: float = Field(default=0.0, ge=0)
     fail_kind: ErrorKind | None = None
     fail_rate: float = Field(default=1.0, ge=0, le=1)
-    fail_on: str = Field(default="request", pattern="^(load|request)$")
+    fail_on: str = Field(default="request", pattern="^(load|request|stream)$")
     dimensions: int = Field(default=384, gt=0)
     seed: int = 0
 
@@ -90,7 +90,9 @@ class FakeDecoder(TextModel):
         return [self._id(word) for word in text.split()]
 
     def generate_ids(self, ids: list[int], max_new: int, sampling: Sampling) -> Iterator[int]:
-        for token in ([self._id("echo:"), *ids])[:max_new]:
+        for position, token in enumerate([self._id("echo:"), *ids][:max_new]):
+            if position == 1:
+                self._faults.maybe_fail("stream")
             time.sleep(self._options.latency_ms / 1000)
             yield token
 

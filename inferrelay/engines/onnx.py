@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -69,10 +70,23 @@ def _export(home: Path, kind: str, source: ModelSource, extra: list[str]) -> Pat
             env={**os.environ, "HF_HUB_OFFLINE": "1"},
         )
         if done.returncode != 0:
-            tail = " | ".join(done.stderr.strip().splitlines()[-3:])
-            raise InferrelayError(ErrorKind.MODEL_LOAD_FAILED, f"ONNX export of {source.path} failed: {tail}")
+            raise _export_failure(source, done.stderr)
 
     return cached_artifact(home, kind, source, build)
+
+
+def _export_failure(source: ModelSource, stderr: str) -> InferrelayError:
+    """The export needs torch and transformers: their absence is a missing dependency, not a bad model."""
+    missing = re.search(r"ModuleNotFoundError: No module named '([\w.]+)'", stderr)
+    if missing:
+        module = missing.group(1).split(".")[0]
+        return InferrelayError(
+            ErrorKind.DEPENDENCY_MISSING,
+            f"the ONNX export of {source.path} needs {module}, which is not installed",
+            hint=f"pip install 'inferrelay[torch]' (provides {module})",
+        )
+    tail = " | ".join(stderr.strip().splitlines()[-3:])
+    return InferrelayError(ErrorKind.MODEL_LOAD_FAILED, f"ONNX export of {source.path} failed: {tail}")
 
 
 class OnnxEncoder(EmbeddingModel):
