@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -84,8 +85,8 @@ class LlamaTextModel(TextModel):
         return list(self._llm.tokenize((request.prompt or "").encode(), add_bos=True, special=False))
 
     def generate_ids(self, ids: list[int], max_new: int, sampling: Sampling) -> Iterator[int]:
-        if sampling.seed is not None:
-            self._llm.set_seed(sampling.seed)
+        # Without a seed each request draws afresh; llama.cpp would otherwise reuse its last seed.
+        self._llm.set_seed(sampling.seed if sampling.seed is not None else random.randrange(2**32))
         tokens = self._llm.generate(
             ids,
             temp=sampling.temperature,
