@@ -85,6 +85,12 @@ def test_seed_makes_sampling_repeatable(decoder: TextModel) -> None:
     assert decoder.generate(request).text == decoder.generate(request).text
 
 
+def test_without_a_seed_samples_differ(decoder: TextModel) -> None:
+    request = GenerationRequest(prompt="My favourite animal is", max_tokens=16, sampling=Sampling(1.5, 1.0))
+    answers = {decoder.generate(request).text for _ in range(3)}
+    assert len(answers) > 1, "three unseeded samples at temperature 1.5 were identical"
+
+
 def test_chat_template_comes_from_the_model(decoder: TextModel) -> None:
     ids = decoder.encode(GenerationRequest(messages=FRANCE))
     prompt = decoder.detokenize(ids)
