@@ -142,8 +142,9 @@ def classify(exc: BaseException, *, loading: bool = False) -> InferrelayError:
     if isinstance(exc, MemoryError) or any(m in str(exc).lower() for m in _OOM_MARKERS):
         return InferrelayError(ErrorKind.OUT_OF_MEMORY, text)
     if isinstance(exc, ImportError):
-        name = getattr(exc, "name", None) or str(exc)
-        return InferrelayError(ErrorKind.DEPENDENCY_MISSING, text, hint=f"pip install {name}")
+        name = getattr(exc, "name", None)
+        hint = f"pip install {name.split('.')[0]}" if name else "install the library the message names"
+        return InferrelayError(ErrorKind.DEPENDENCY_MISSING, text, hint=hint)
     if isinstance(exc, TimeoutError):
         return InferrelayError(ErrorKind.TIMEOUT, text)
     if loading:

@@ -63,12 +63,21 @@ def _package_path(source: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / relative
 
 
-@cache
 def content_digest(path: Path) -> str:
-    """sha256 over file names and contents: a derived artifact is rebuilt when any byte changes."""
-    digest = hashlib.sha256()
+    """sha256 over file names and contents: a derived artifact is rebuilt when any byte changes.
+
+    Hashing is paid once per version of the files: the result is remembered
+    under their sizes and modification times (as make and rsync judge change).
+    """
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
+    versions = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    return _hash_files(path, versions)
+
+
+@cache
+def _hash_files(path: Path, versions: tuple[tuple[str, int, int], ...]) -> str:
+    digest = hashlib.sha256()
+    for file in (Path(name) for name, _size, _mtime in versions):
         digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
         with file.open("rb") as handle:
             while chunk := handle.read(1 << 20):

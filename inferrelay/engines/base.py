@@ -54,6 +54,10 @@ class Sampling:
     def greedy(self) -> bool:
         return self.temperature == 0.0
 
+    def seed_within(self, bits: int) -> int | None:
+        """The seed folded into an engine's narrower range (llama.cpp: 32 bits, genai: 31)."""
+        return None if self.seed is None else self.seed % (1 << bits)
+
 
 @dataclass(frozen=True)
 class GenerationRequest:

@@ -86,7 +86,8 @@ class LlamaTextModel(TextModel):
 
     def generate_ids(self, ids: list[int], max_new: int, sampling: Sampling) -> Iterator[int]:
         # Without a seed each request draws afresh; llama.cpp would otherwise reuse its last seed.
-        self._llm.set_seed(sampling.seed if sampling.seed is not None else random.randrange(2**32))
+        seed = sampling.seed_within(32)
+        self._llm.set_seed(seed if seed is not None else random.randrange(2**32))
         tokens = self._llm.generate(
             ids,
             temp=sampling.temperature,

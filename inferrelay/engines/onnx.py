@@ -162,7 +162,7 @@ class GenAIDecoder(TextModel):
         if not sampling.greedy:
             options |= {"temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0}
         if sampling.seed is not None:
-            options["random_seed"] = sampling.seed
+            options["random_seed"] = sampling.seed_within(31)
         params.set_search_options(**options)
         generator = self._og.Generator(self._model, params)
         generator.append_tokens(ids)

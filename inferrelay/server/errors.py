@@ -27,7 +27,7 @@ def error_response(error: InferrelayError) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
 
-def validation_error(exc: RequestValidationError) -> InferrelayError:
+def validation_error(exc: RequestValidationError, content_type: str = "application/json") -> InferrelayError:
     first = exc.errors()[0]
     location = [str(part) for part in first.get("loc", ()) if part != "body" and not _TYPE_TAG.match(str(part))]
     field = ".".join(location) or None
@@ -39,6 +39,8 @@ def validation_error(exc: RequestValidationError) -> InferrelayError:
     elif first.get("type") == "extra_forbidden":
         message = "unknown parameter"
     elif first.get("type") in ("model_attributes_type", "dict_type") and not location:
+        if "json" not in content_type:
+            return bad_request(f"send the body as JSON with content-type: application/json (got {content_type!r})")
         return bad_request("the request body must be a JSON object")
     return bad_request(f"{field}: {message}" if field else message, param=field)
 
@@ -50,11 +52,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(validation_error(exc))
+        return error_response(validation_error(exc, request.headers.get("content-type", "none")))
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
-        error = InferrelayError(ErrorKind.BAD_REQUEST, f"{request.method} {request.url.path}: {exc.detail}")
+        kind = ErrorKind.NOT_FOUND if exc.status_code == 404 else ErrorKind.BAD_REQUEST
+        error = InferrelayError(kind, f"{request.method} {request.url.path}: {exc.detail}")
         return JSONResponse(error.body(), status_code=exc.status_code)
 
     @app.exception_handler(Exception)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from inferrelay.engines.base import GenerationRequest, Sampling
 
@@ -28,6 +28,14 @@ class OpenAIRequest(BaseModel):
     model: str = Field(min_length=1)
     user: str | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _null_means_default(cls, data: Any) -> Any:
+        """OpenAI's clients send null for an unset optional parameter; it means the default."""
+        if isinstance(data, dict):
+            return {key: value for key, value in data.items() if value is not None}
+        return data
+
     @field_validator(*UNSUPPORTED, check_fields=False)
     @classmethod
     def _refuse_unsupported(cls, value: Any, info: ValidationInfo) -> Any:
@@ -43,7 +51,7 @@ class GenerationParams(OpenAIRequest):
     top_p: float = Field(default=1.0, gt=0, le=1)
     n: int = Field(default=1, ge=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-(2**63), lt=2**63)
     stream: bool = False
     stream_options: dict[str, bool] | None = None
     presence_penalty: float = 0.0
