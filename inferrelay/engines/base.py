@@ -95,7 +95,24 @@ class LoadedModel(abc.ABC):
 
 
 class TextModel(LoadedModel):
-    """A loaded decoder: chat, completion and streaming from three engine steps."""
+    """A loaded decoder. `stream` is the contract; `generate` collects it."""
+
+    @abc.abstractmethod
+    def stream(self, request: GenerationRequest) -> Iterator[Piece]:
+        """Text pieces; the last one carries finish_reason and usage."""
+
+    def generate(self, request: GenerationRequest) -> Piece:
+        parts: list[str] = []
+        last = Piece("")
+        for piece in self.stream(request):
+            parts.append(piece.text)
+            last = piece
+        return Piece("".join(parts), last.finish_reason, last.prompt_tokens, last.completion_tokens)
+
+
+class TokenTextModel(TextModel):
+    """A decoder driven token by token here: engines give three steps and inherit stop
+    strings, context checks, incremental text and usage counting."""
 
     @abc.abstractmethod
     def encode(self, request: GenerationRequest) -> list[int]:
@@ -110,35 +127,26 @@ class TextModel(LoadedModel):
 
     def stream(self, request: GenerationRequest) -> Iterator[Piece]:
         ids = self.encode(request)
-        max_new = plan_max_tokens(len(ids), request.max_tokens, self.context_length)
+        param = "messages" if request.messages is not None else "prompt"
+        max_new = plan_max_tokens(len(ids), request.max_tokens, self.context_length, param)
         text = IncrementalDetokenizer(self.detokenize)
         stops = StopScanner(request.stop)
         count = 0
-        finish = "length"
+        stopped = False
         for token in self.generate_ids(ids, max_new, request.sampling):
             count += 1
             piece, stopped = stops.feed(text.push(token))
             if piece:
                 yield Piece(piece)
             if stopped:
-                finish = "stop"
                 break
-        else:
-            if count < max_new:
-                finish = "stop"
-            tail, _ = stops.feed(text.flush())
-            rest = tail + stops.flush()
+        if not stopped:
+            tail, stopped = stops.feed(text.flush())
+            rest = tail if stopped else tail + stops.flush()
             if rest:
                 yield Piece(rest)
+        finish = "stop" if stopped or count < max_new else "length"
         yield Piece("", finish, len(ids), count)
-
-    def generate(self, request: GenerationRequest) -> Piece:
-        parts: list[str] = []
-        last = Piece("")
-        for piece in self.stream(request):
-            parts.append(piece.text)
-            last = piece
-        return Piece("".join(parts), last.finish_reason, last.prompt_tokens, last.completion_tokens)
 
 
 class EmbeddingModel(LoadedModel):

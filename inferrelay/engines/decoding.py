@@ -10,7 +10,7 @@ DEFAULT_MAX_TOKENS = 512
 """Answer length when the caller gives no max_tokens (documented in docs/api.md)."""
 
 
-def plan_max_tokens(prompt_tokens: int, max_tokens: int | None, context_length: int) -> int:
+def plan_max_tokens(prompt_tokens: int, max_tokens: int | None, context_length: int, param: str = "messages") -> int:
     """How many tokens may be generated; a prompt or budget past the context is the caller's error."""
     room = context_length - prompt_tokens
     if room <= 0:
@@ -18,7 +18,7 @@ def plan_max_tokens(prompt_tokens: int, max_tokens: int | None, context_length: 
             ErrorKind.CONTEXT_LENGTH,
             f"This model's maximum context length is {context_length} tokens, "
             f"but the prompt has {prompt_tokens} tokens.",
-            param="messages",
+            param=param,
         )
     if max_tokens is None:
         return min(room, DEFAULT_MAX_TOKENS)
@@ -44,27 +44,33 @@ def check_input_lengths(lengths: list[int], context_length: int) -> None:
 
 
 class IncrementalDetokenizer:
-    """Turns a growing list of token ids into text pieces without splitting a character."""
+    """Turns a growing list of token ids into text pieces without splitting a character.
+
+    Only a short window is decoded each step (the tokens since the last emitted
+    piece, after a few tokens of context), so the cost stays linear and a
+    tokenizer that tidies spaces across tokens cannot rewrite text already sent.
+    """
 
     def __init__(self, detokenize: Callable[[list[int]], str]) -> None:
         self._detokenize = detokenize
         self._ids: list[int] = []
-        self._emitted = 0
+        self._prefix = 0  # start of the context window
+        self._read = 0  # end of what has been emitted
 
     def push(self, token: int) -> str:
         self._ids.append(token)
-        text = self._detokenize(self._ids)
-        if text.endswith("\ufffd"):
-            return ""  # an incomplete UTF-8 sequence: wait for the next token
-        return self._take(text)
+        return self._advance(final=False)
 
     def flush(self) -> str:
-        return self._take(self._detokenize(self._ids)) if self._ids else ""
+        return self._advance(final=True)
 
-    def _take(self, text: str) -> str:
-        piece = text[self._emitted :]
-        self._emitted = len(text)
-        return piece
+    def _advance(self, final: bool) -> str:
+        before = self._detokenize(self._ids[self._prefix : self._read])
+        after = self._detokenize(self._ids[self._prefix :])
+        if len(after) <= len(before) or (after.endswith("\ufffd") and not final):
+            return ""  # nothing new, or an incomplete UTF-8 sequence: wait for the next token
+        self._prefix, self._read = self._read, len(self._ids)
+        return after[len(before) :]
 
 
 class StopScanner:

@@ -28,7 +28,7 @@ from inferrelay.engines.base import (
     LoadedModel,
     ProbeResult,
     Sampling,
-    TextModel,
+    TokenTextModel,
 )
 from inferrelay.engines.decoding import check_input_lengths
 from inferrelay.errors import ErrorKind, InferrelayError
@@ -72,7 +72,7 @@ class FakeEngine(Engine):
         return FakeDecoder(options, faults, model.context_length)
 
 
-class FakeDecoder(TextModel):
+class FakeDecoder(TokenTextModel):
     """Answers with the words of the last message, echoed; one word is one token."""
 
     engine_name = "fake"

@@ -21,7 +21,7 @@ from inferrelay.engines.base import (
     LoadedModel,
     ProbeResult,
     Sampling,
-    TextModel,
+    TokenTextModel,
 )
 from inferrelay.engines.chat_template import render_chat
 from inferrelay.engines.decoding import check_input_lengths
@@ -62,7 +62,7 @@ class LlamaCppEngine(Engine):
         return LlamaEmbeddingModel(llm, model) if embedding else LlamaTextModel(llm, model)
 
 
-class LlamaTextModel(TextModel):
+class LlamaTextModel(TokenTextModel):
     engine_name = "llamacpp"
 
     def __init__(self, llm: Any, spec: ModelSpec) -> None:

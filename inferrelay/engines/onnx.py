@@ -29,7 +29,7 @@ from inferrelay.engines.base import (
     LoadedModel,
     ProbeResult,
     Sampling,
-    TextModel,
+    TokenTextModel,
 )
 from inferrelay.engines.decoding import check_input_lengths
 from inferrelay.engines.onnx_export import DECODER_PRECISION
@@ -125,7 +125,7 @@ class OnnxEncoder(EmbeddingModel):
         return Embeddings(vectors.astype(np.float32, copy=False), sum(lengths))
 
 
-class GenAIDecoder(TextModel):
+class GenAIDecoder(TokenTextModel):
     engine_name = "onnx"
 
     def __init__(self, folder: Path, spec: ModelSpec) -> None:

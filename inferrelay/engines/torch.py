@@ -20,7 +20,7 @@ from inferrelay.engines.base import (
     LoadedModel,
     ProbeResult,
     Sampling,
-    TextModel,
+    TokenTextModel,
 )
 from inferrelay.engines.decoding import check_input_lengths
 from inferrelay.engines.optional import probe_imports, require
@@ -79,7 +79,7 @@ def _from_pretrained_args(source: ModelSource) -> dict[str, Any]:
     return {"pretrained_model_name_or_path": str(source.path)}
 
 
-class TorchDecoder(TextModel):
+class TorchDecoder(TokenTextModel):
     engine_name = "torch"
 
     def __init__(self, model: Any, tokenizer: Any, spec: ModelSpec, device: str) -> None:

@@ -10,7 +10,7 @@ from inferrelay.config.schema import ModelSpec, Settings
 from inferrelay.engines.base import Capability, Engine
 from inferrelay.engines.registry import EngineRegistry
 from inferrelay.errors import ErrorKind, InferrelayError, classify
-from inferrelay.routing.pool import LoadedSlot, ModelPool
+from inferrelay.routing.pool import LoadedSlot, ModelPool, RememberedLoadFailure
 
 T = TypeVar("T")
 
@@ -59,20 +59,46 @@ class FallbackChain:
         action: Callable[[LoadedSlot], Awaitable[T]],
     ) -> Served[T]:
         attempts: list[Attempt] = []
+        remembered: dict[str, float] = {}  # engines skipped on a recent load failure, and when
         for name in spec.engines:
-            backend = f"local/{name}"
-            try:
-                slot = await self._pool.slot(spec, self._usable_engine(name, capability))
-                return Served(await action(slot), backend, attempts)
-            except Exception as exc:
-                error = classify(exc)
-                if not error.kind.policy.falls_back:
-                    raise ChainFailed(error, attempts) from exc
-                self._registry.record_failure(name, spec.name, error)
-                attempts.append(Attempt(backend, error.kind, error.message, error.hint))
-                if not self._settings.fallback:
-                    raise ChainFailed(error, attempts) from exc
+            outcome = await self._attempt(name, spec, capability, action, attempts, retry_now=False)
+            if isinstance(outcome, Served):
+                return outcome
+            if isinstance(outcome, RememberedLoadFailure):
+                remembered[name] = outcome.failed_at
+        if remembered:
+            # Everything is cooling down: the least recently failed engine is still tried.
+            name = min(remembered, key=remembered.__getitem__)
+            outcome = await self._attempt(name, spec, capability, action, attempts, retry_now=True)
+            if isinstance(outcome, Served):
+                return outcome
         raise ChainFailed(_all_failed(spec, attempts), attempts)
+
+    async def _attempt(
+        self,
+        name: str,
+        spec: ModelSpec,
+        capability: Capability,
+        action: Callable[[LoadedSlot], Awaitable[T]],
+        attempts: list[Attempt],
+        *,
+        retry_now: bool,
+    ) -> Served[T] | InferrelayError:
+        """One engine's try: its answer, or the error it failed with (recorded in `attempts`)."""
+        backend = f"local/{name}"
+        try:
+            slot = await self._pool.slot(spec, self._usable_engine(name, capability), retry_now=retry_now)
+            return Served(await action(slot), backend, attempts)
+        except Exception as exc:
+            error = classify(exc)
+            if not error.kind.policy.falls_back:
+                raise ChainFailed(error, attempts) from exc
+            if not isinstance(error, RememberedLoadFailure):
+                self._registry.record_failure(name, spec.name, error)
+            attempts.append(Attempt(backend, error.kind, error.message, error.hint))
+            if not self._settings.fallback:
+                raise ChainFailed(error, attempts) from exc
+            return error
 
     def _usable_engine(self, name: str, capability: Capability) -> Engine:
         state = self._registry.state(name)

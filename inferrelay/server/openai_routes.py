@@ -6,19 +6,20 @@ import base64
 import json
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from inferrelay.config.schema import ModelSpec
 from inferrelay.engines.base import Capability, EmbeddingModel, GenerationRequest, LoadedModel, Piece, TextModel
 from inferrelay.errors import ErrorKind, InferrelayError, classify
 from inferrelay.routing.batching import embed_sorted
 from inferrelay.routing.fallback import Served, attempts_header
-from inferrelay.routing.pool import LoadedSlot
+from inferrelay.routing.pool import LoadedSlot, WorkerStream
 from inferrelay.server.errors import sse_error
-from inferrelay.server.relay import relay_of
+from inferrelay.server.relay import Relay, relay_of
 from inferrelay.server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
 router = APIRouter()
@@ -92,7 +93,7 @@ async def _generate(request: Request, body: ChatCompletionRequest | CompletionRe
     generation = body.to_generation()
     shape = ResponseShape(body.model, chat=capability is Capability.CHAT)
     if body.stream:
-        return await _stream(relay.chain.serve, spec, capability, generation, shape, body.include_usage)
+        return await _stream(relay, spec, capability, generation, shape, body.include_usage)
 
     async def run(slot: LoadedSlot) -> Piece:
         model: TextModel = _as(slot.model, TextModel)
@@ -102,20 +103,34 @@ async def _generate(request: Request, body: ChatCompletionRequest | CompletionRe
     return JSONResponse(shape.whole(served.result), headers=served_headers(served))
 
 
+class ClosingStreamingResponse(StreamingResponse):
+    """Stops the engine's stream however the response ends, client disconnects included."""
+
+    def __init__(self, content: AsyncIterator[str], stream: WorkerStream[Piece], headers: dict[str, str]) -> None:
+        super().__init__(content, media_type="text/event-stream", headers=headers)
+        self._stream = stream
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._stream.aclose()
+
+
 async def _stream(
-    serve: Any,
-    spec: Any,
+    relay: Relay,
+    spec: ModelSpec,
     capability: Capability,
     generation: GenerationRequest,
     shape: ResponseShape,
     include_usage: bool,
 ) -> StreamingResponse:
-    async def open_stream(slot: LoadedSlot) -> tuple[Piece, AsyncGenerator[Piece, None]]:
+    async def open_stream(slot: LoadedSlot) -> tuple[Piece, WorkerStream[Piece]]:
         model: TextModel = _as(slot.model, TextModel)
         pieces = slot.stream(lambda: model.stream(generation))
         return await anext(pieces), pieces  # a failure before the first piece falls back
 
-    served: Served[tuple[Piece, AsyncGenerator[Piece, None]]] = await serve(spec, capability, open_stream)
+    served = await relay.chain.serve(spec, capability, open_stream)
     first, rest = served.result
 
     async def events() -> AsyncIterator[str]:
@@ -133,12 +148,12 @@ async def _stream(
                     break
                 piece = await anext(rest)
         except Exception as exc:  # after the first token there is no going back: say so in-band
-            yield sse_error(classify(exc))
-        finally:
-            await rest.aclose()  # a client that went away stops the engine at the next token
+            error = classify(exc)
+            relay.registry.record_failure(served.backend.removeprefix("local/"), spec.name, error)
+            yield sse_error(error)
         yield "data: [DONE]\n\n"
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers=served_headers(served))
+    return ClosingStreamingResponse(events(), rest, served_headers(served))
 
 
 @router.post("/v1/chat/completions")

@@ -10,7 +10,7 @@ import pytest
 
 from inferrelay.config.embedded import MINILM, SMOLLM2
 from inferrelay.config.sources import resolve_source
-from inferrelay.engines.base import EmbeddingModel, GenerationRequest, LoadedModel, Sampling, TextModel
+from inferrelay.engines.base import EmbeddingModel, GenerationRequest, LoadedModel, Sampling, TokenTextModel
 from inferrelay.engines.registry import EngineRegistry
 from inferrelay.routing.batching import embed_sorted
 from tests.conftest import FRANCE
@@ -41,9 +41,9 @@ def load(registry: EngineRegistry, engine: str, spec: object, home: Path) -> Loa
 
 
 @pytest.fixture(scope="module", params=["llamacpp", "onnx", "torch"])
-def decoder(request: pytest.FixtureRequest, registry: EngineRegistry, test_home: Path) -> TextModel:
+def decoder(request: pytest.FixtureRequest, registry: EngineRegistry, test_home: Path) -> TokenTextModel:
     model = load(registry, request.param, SMOLLM2, test_home)
-    assert isinstance(model, TextModel)
+    assert isinstance(model, TokenTextModel)
     return model
 
 
@@ -54,7 +54,7 @@ def encoders(registry: EngineRegistry, test_home: Path) -> dict[str, EmbeddingMo
     return loaded  # type: ignore[return-value]
 
 
-def test_greedy_answer_is_sensible(decoder: TextModel) -> None:
+def test_greedy_answer_is_sensible(decoder: TokenTextModel) -> None:
     answer = decoder.generate(GenerationRequest(messages=FRANCE, max_tokens=40, sampling=Sampling(0.0)))
     assert "Paris" in answer.text, f"{decoder.engine_name}: {answer.text!r}"
     assert answer.finish_reason == "stop"
@@ -62,7 +62,7 @@ def test_greedy_answer_is_sensible(decoder: TextModel) -> None:
     assert 0 < answer.completion_tokens < 40
 
 
-def test_completion_honours_stop_and_max_tokens(decoder: TextModel) -> None:
+def test_completion_honours_stop_and_max_tokens(decoder: TokenTextModel) -> None:
     request = GenerationRequest(prompt="The capital of France is", max_tokens=12, stop=("\n",), sampling=Sampling(0.0))
     answer = decoder.generate(request)
     assert "\n" not in answer.text
@@ -72,7 +72,7 @@ def test_completion_honours_stop_and_max_tokens(decoder: TextModel) -> None:
     assert cut.completion_tokens == 3
 
 
-def test_stream_pieces_add_up_to_the_whole_answer(decoder: TextModel) -> None:
+def test_stream_pieces_add_up_to_the_whole_answer(decoder: TokenTextModel) -> None:
     request = GenerationRequest(messages=FRANCE, max_tokens=30, sampling=Sampling(0.0))
     pieces = list(decoder.stream(request))
     assert len(pieces) > 2, "a stream arrives in several pieces"
@@ -80,18 +80,18 @@ def test_stream_pieces_add_up_to_the_whole_answer(decoder: TextModel) -> None:
     assert pieces[-1].finish_reason in ("stop", "length")
 
 
-def test_seed_makes_sampling_repeatable(decoder: TextModel) -> None:
+def test_seed_makes_sampling_repeatable(decoder: TokenTextModel) -> None:
     request = GenerationRequest(prompt="My favourite animal is", max_tokens=12, sampling=Sampling(1.0, 0.95, seed=7))
     assert decoder.generate(request).text == decoder.generate(request).text
 
 
-def test_without_a_seed_samples_differ(decoder: TextModel) -> None:
+def test_without_a_seed_samples_differ(decoder: TokenTextModel) -> None:
     request = GenerationRequest(prompt="My favourite animal is", max_tokens=16, sampling=Sampling(1.5, 1.0))
     answers = {decoder.generate(request).text for _ in range(3)}
     assert len(answers) > 1, "three unseeded samples at temperature 1.5 were identical"
 
 
-def test_chat_template_comes_from_the_model(decoder: TextModel) -> None:
+def test_chat_template_comes_from_the_model(decoder: TokenTextModel) -> None:
     ids = decoder.encode(GenerationRequest(messages=FRANCE))
     prompt = decoder.detokenize(ids)
     assert "What is the capital of France?" in prompt

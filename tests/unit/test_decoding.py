@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from inferrelay.engines.base import GenerationRequest, Sampling, TextModel
+from inferrelay.engines.base import GenerationRequest, Sampling, TokenTextModel
 from inferrelay.engines.decoding import (
     DEFAULT_MAX_TOKENS,
     IncrementalDetokenizer,
@@ -183,10 +183,10 @@ def test_input_lengths_past_the_window_name_the_input() -> None:
     assert "input[1]" in caught.value.message
 
 
-# --- TextModel.stream over a byte-level model ---------------------------------------------------
+# --- TokenTextModel.stream over a byte-level model ---------------------------------------------------
 
 
-class ByteModel(TextModel):
+class ByteModel(TokenTextModel):
     """Answers `answer`, one UTF-8 byte per token; the prompt is one token per byte too."""
 
     engine_name = "bytes"
