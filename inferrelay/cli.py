@@ -29,10 +29,6 @@ def main(
     """inferrelay: one OpenAI-compatible endpoint in front of in-process engines and remote servers."""
 
 
-def _home() -> Path:
-    return Path(os.environ.get("INFERRELAY_HOME", "~/.inferrelay")).expanduser()
-
-
 @app.command()
 def serve(
     config: Annotated[
@@ -47,11 +43,12 @@ def serve(
     import uvicorn
 
     from inferrelay.config.loading import ConfigError, load_settings
+    from inferrelay.config.schema import default_home
     from inferrelay.server.app import create_app
 
     config_dir = config or (Path(os.environ["INFERRELAY_CONFIG"]) if os.environ.get("INFERRELAY_CONFIG") else None)
     try:
-        settings = load_settings(config_dir, _home())
+        settings = load_settings(config_dir, default_home())
     except ConfigError as exc:
         for problem in exc.problems:
             typer.echo(f"config error: {problem}", err=True)
@@ -64,7 +61,7 @@ def engines(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")]
     """Each engine, whether it can run here, and why not."""
     from inferrelay.engines.registry import EngineRegistry
 
-    rows = EngineRegistry.discover().snapshot()
+    rows = EngineRegistry.discover().snapshot()  # discovery probes each engine once
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return

@@ -123,11 +123,9 @@ def bad_request(message: str, param: str | None = None) -> InferrelayError:
     return InferrelayError(ErrorKind.BAD_REQUEST, message, param=param)
 
 
-def dependency_missing(library: str, install: str) -> InferrelayError:
+def dependency_missing(library: str, install: str, cause: object = "not installed") -> InferrelayError:
     return InferrelayError(
-        ErrorKind.DEPENDENCY_MISSING,
-        f"{library} is not installed",
-        hint=f"pip install {install}",
+        ErrorKind.DEPENDENCY_MISSING, f"{library} cannot be imported ({cause})", hint=f"pip install {install}"
     )
 
 
@@ -150,4 +148,4 @@ def classify(exc: BaseException, *, loading: bool = False) -> InferrelayError:
     if loading:
         return InferrelayError(ErrorKind.MODEL_LOAD_FAILED, text)
     log.error("unclassified exception %s", type(exc).__name__, exc_info=exc)
-    return InferrelayError(ErrorKind.INTERNAL, text)
+    return InferrelayError(ErrorKind.INTERNAL, f"internal error: {text[:300]}")

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from inferrelay.engines.base import Capability
+
+
+def default_home() -> Path:
+    """$INFERRELAY_HOME, else ~/.inferrelay: the registry, the cache and the logs live there."""
+    return Path(os.environ.get("INFERRELAY_HOME", "~/.inferrelay")).expanduser()
 
 
 class Strict(BaseModel):
@@ -30,6 +36,17 @@ class ModelSpec(Strict):
         default_factory=dict, description="per-engine settings, e.g. {'fake': {'latency_ms': 50}}"
     )
 
+    @field_validator("capabilities")
+    @classmethod
+    def _encoder_or_decoder(cls, capabilities: list[Capability]) -> list[Capability]:
+        if Capability.EMBEDDINGS in capabilities and len(set(capabilities)) > 1:
+            raise ValueError("a model is an embedding model or a chat/completion model, not both")
+        return capabilities
+
+    @property
+    def is_encoder(self) -> bool:
+        return Capability.EMBEDDINGS in self.capabilities
+
     @field_validator("engines")
     @classmethod
     def _no_repeats(cls, engines: list[str]) -> list[str]:
@@ -43,7 +60,7 @@ class Settings(Strict):
 
     models: list[ModelSpec]
     fallback: bool = Field(default=True, description="walk the chain on failure; off: first failure answers")
-    home: Path = Field(default_factory=lambda: Path("~/.inferrelay").expanduser())
+    home: Path = Field(default_factory=default_home)
     load_retry_after_s: float = Field(
         default=30.0, ge=0, description="how long a failed load is remembered before it is tried again"
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
@@ -9,11 +11,19 @@ from inferrelay.errors import ErrorKind, InferrelayError
 
 
 def render_chat(template: str, messages: list[dict[str, str]], **special: Any) -> str:
+    with template_errors():
+        text = _compile(template).render(messages=messages, add_generation_prompt=True, **special)
+    return str(text)
+
+
+@contextmanager
+def template_errors() -> Iterator[None]:
+    """A chat template that fails on the messages given is the caller's error, naming `messages`."""
     try:
-        return _compile(template).render(messages=messages, add_generation_prompt=True, **special)
+        yield
     except InferrelayError:
         raise
-    except Exception as exc:  # a template error is about the messages given
+    except Exception as exc:
         raise InferrelayError(
             ErrorKind.BAD_REQUEST, f"the model's chat template rejected the messages: {exc}", param="messages"
         ) from exc

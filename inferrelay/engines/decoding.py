@@ -32,15 +32,23 @@ def plan_max_tokens(prompt_tokens: int, max_tokens: int | None, context_length: 
     return max_tokens
 
 
+class InputTooLong(InferrelayError):
+    """An embedding input past the model's window; `index` is its place in the batch given."""
+
+    def __init__(self, index: int, length: int, limit: int) -> None:
+        super().__init__(
+            ErrorKind.CONTEXT_LENGTH,
+            f"input[{index}] has {length} tokens; this model takes at most {limit}",
+            param="input",
+        )
+        self.index, self.length, self.limit = index, length, limit
+
+
 def check_input_lengths(lengths: list[int], context_length: int) -> None:
     """Embedding inputs past the model's window are refused, as OpenAI does, not cut silently."""
     for index, length in enumerate(lengths):
         if length > context_length:
-            raise InferrelayError(
-                ErrorKind.CONTEXT_LENGTH,
-                f"input[{index}] has {length} tokens; this model takes at most {context_length}",
-                param="input",
-            )
+            raise InputTooLong(index, length, context_length)
 
 
 class IncrementalDetokenizer:

@@ -13,7 +13,7 @@ import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -38,7 +38,7 @@ class FakeOptions(Strict):
     latency_ms: float = Field(default=0.0, ge=0)
     fail_kind: ErrorKind | None = None
     fail_rate: float = Field(default=1.0, ge=0, le=1)
-    fail_on: str = Field(default="request", pattern="^(load|request|stream)$")
+    fail_on: Literal["load", "request", "stream"] = "request"
     dimensions: int = Field(default=384, gt=0)
     seed: int = 0
 
@@ -67,7 +67,7 @@ class FakeEngine(Engine):
         options = FakeOptions.model_validate(model.engine_options.get("fake", {}))
         faults = FaultInjector(options)
         faults.maybe_fail("load")
-        if Capability.EMBEDDINGS in model.capabilities:
+        if model.is_encoder:
             return FakeEncoder(options, faults, model.context_length)
         return FakeDecoder(options, faults, model.context_length)
 

@@ -25,10 +25,11 @@ from inferrelay.engines.base import (
 )
 from inferrelay.engines.chat_template import render_chat
 from inferrelay.engines.decoding import check_input_lengths
+from inferrelay.engines.devices import choose_device
 from inferrelay.engines.optional import probe_imports, require
 from inferrelay.errors import ErrorKind, InferrelayError
 
-INSTALL = "llama-cpp-python"
+INSTALL = "'inferrelay[llamacpp]'  (llama-cpp-python)"
 
 
 class LlamaCppEngine(Engine):
@@ -45,14 +46,16 @@ class LlamaCppEngine(Engine):
             raise InferrelayError(
                 ErrorKind.MODEL_LOAD_FAILED, f"llama.cpp reads GGUF files; {source.path} is {source.format}"
             )
-        embedding = Capability.EMBEDDINGS in model.capabilities
+        embedding = model.is_encoder
         try:
             llm = llama_cpp.Llama(
                 model_path=str(source.path),
                 n_ctx=model.context_length,
                 n_threads=os.cpu_count() or 1,
-                n_gpu_layers=-1 if device == "cuda" else 0,
+                n_gpu_layers=-1 if choose_device(device) == "cuda" else 0,
                 embedding=embedding,
+                # an embedding input is one batch: llama.cpp would otherwise cut it at n_batch silently
+                **({"n_batch": model.context_length, "n_ubatch": model.context_length} if embedding else {}),
                 verbose=False,
             )
         except (ValueError, RuntimeError) as exc:  # llama-cpp-python's words for a file it cannot read

@@ -31,14 +31,17 @@ from inferrelay.engines.base import (
     Sampling,
     TokenTextModel,
 )
+from inferrelay.engines.chat_template import template_errors
 from inferrelay.engines.decoding import check_input_lengths
+from inferrelay.engines.devices import choose_device
 from inferrelay.engines.onnx_export import DECODER_PRECISION
 from inferrelay.engines.optional import probe_imports, require
-from inferrelay.errors import ErrorKind, InferrelayError
+from inferrelay.errors import ErrorKind, InferrelayError, dependency_missing
 
-RUNTIME = ("onnxruntime", "onnxruntime")
-GENAI = ("onnxruntime_genai", "onnxruntime-genai")
-TOKENIZERS = ("tokenizers", "tokenizers")
+RUNTIME = ("onnxruntime", "'inferrelay[onnx]'  (onnxruntime)")
+GENAI = ("onnxruntime_genai", "'inferrelay[onnx]'  (onnxruntime-genai)")
+TOKENIZERS = ("tokenizers", "'inferrelay[onnx]'  (tokenizers)")
+EXPORT_TIMEOUT_S = 1800
 
 
 class OnnxEngine(Engine):
@@ -50,29 +53,36 @@ class OnnxEngine(Engine):
 
     def load(self, model: ModelSpec, device: str, home: Path) -> LoadedModel:
         source = resolve_source(model.source)
-        if Capability.EMBEDDINGS in model.capabilities:
-            folder = _export(home, "onnx-encoder", source, [])
-            return OnnxEncoder(folder, model)
-        folder = _export(home, f"onnx-decoder-{DECODER_PRECISION}", source, ["--precision", DECODER_PRECISION])
+        if model.is_encoder:
+            folder = _export(home, "encoder", source)
+            return OnnxEncoder(folder, model, choose_device(device))
+        folder = _export(home, "decoder", source, "--precision", DECODER_PRECISION)
         return GenAIDecoder(folder, model)
 
 
-def _export(home: Path, kind: str, source: ModelSource, extra: list[str]) -> Path:
+def _export(home: Path, what: str, source: ModelSource, *options: str) -> Path:
+    """The cached ONNX `what` (encoder or decoder) of `source`, exported in a subprocess on first use."""
     if source.format == "onnx":
         return source.folder
-    what = "encoder" if kind == "onnx-encoder" else "decoder"
+    kind = f"onnx-{what}" + "".join(f"-{o}" for o in options if not o.startswith("--"))
 
     def build(out: Path) -> None:
-        done = subprocess.run(
-            [sys.executable, "-m", "inferrelay.engines.onnx_export", what, str(source.path), str(out), *extra],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        )
+        command = [sys.executable, "-m", "inferrelay.engines.onnx_export", what, str(source.path), str(out), *options]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=EXPORT_TIMEOUT_S)
+        except subprocess.TimeoutExpired as exc:
+            raise InferrelayError(
+                ErrorKind.TIMEOUT, f"ONNX export of {source.path} took over {EXPORT_TIMEOUT_S}s and was stopped"
+            ) from exc
         if done.returncode != 0:
             raise _export_failure(source, done.stderr)
 
     return cached_artifact(home, kind, source, build)
+
+
+def _providers(device: str) -> list[str]:
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
 
 
 def _export_failure(source: ModelSource, stderr: str) -> InferrelayError:
@@ -80,11 +90,7 @@ def _export_failure(source: ModelSource, stderr: str) -> InferrelayError:
     missing = re.search(r"ModuleNotFoundError: No module named '([\w.]+)'", stderr)
     if missing:
         module = missing.group(1).split(".")[0]
-        return InferrelayError(
-            ErrorKind.DEPENDENCY_MISSING,
-            f"the ONNX export of {source.path} needs {module}, which is not installed",
-            hint=f"pip install 'inferrelay[torch]' (provides {module})",
-        )
+        return dependency_missing(module, "'inferrelay[torch]'", f"the ONNX export of {source.path} needs it")
     tail = " | ".join(stderr.strip().splitlines()[-3:])
     return InferrelayError(ErrorKind.MODEL_LOAD_FAILED, f"ONNX export of {source.path} failed: {tail}")
 
@@ -92,15 +98,13 @@ def _export_failure(source: ModelSource, stderr: str) -> InferrelayError:
 class OnnxEncoder(EmbeddingModel):
     engine_name = "onnx"
 
-    def __init__(self, folder: Path, spec: ModelSpec) -> None:
+    def __init__(self, folder: Path, spec: ModelSpec, device: str) -> None:
         ort = require(*RUNTIME)
         tokenizers = require(*TOKENIZERS)
         options = ort.SessionOptions()
         options.intra_op_num_threads = os.cpu_count() or 1
         try:
-            self._session = ort.InferenceSession(
-                str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
-            )
+            self._session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=_providers(device))
         except Exception as exc:
             raise InferrelayError(
                 ErrorKind.MODEL_LOAD_FAILED,
@@ -146,12 +150,8 @@ class GenAIDecoder(TokenTextModel):
 
     def encode(self, request: GenerationRequest) -> list[int]:
         if request.messages is not None:
-            try:
+            with template_errors():
                 text = self._tokenizer.apply_chat_template(json.dumps(request.messages), add_generation_prompt=True)
-            except Exception as exc:
-                raise InferrelayError(
-                    ErrorKind.BAD_REQUEST, f"the model's chat template rejected the messages: {exc}"
-                ) from exc
         else:
             text = request.prompt or ""
         return [int(t) for t in self._tokenizer.encode(text)]

@@ -60,6 +60,8 @@ def export_encoder(source: Path, out: Path) -> None:
     import torch
     from transformers import AutoModel, AutoTokenizer
 
+    from inferrelay.engines.pooling import mean_pool_normalized
+
     class PooledEncoder(torch.nn.Module):
         def __init__(self, encoder: torch.nn.Module) -> None:
             super().__init__()
@@ -69,9 +71,7 @@ def export_encoder(source: Path, out: Path) -> None:
             hidden = self.encoder(
                 input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
             ).last_hidden_state
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            return torch.nn.functional.normalize(pooled, dim=-1)
+            return mean_pool_normalized(hidden, attention_mask)
 
     tokenizer = AutoTokenizer.from_pretrained(source)
     encoder = AutoModel.from_pretrained(source).eval()

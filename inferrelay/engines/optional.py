@@ -6,18 +6,14 @@ import importlib
 from types import ModuleType
 
 from inferrelay.engines.base import ProbeResult
-from inferrelay.errors import ErrorKind, InferrelayError, classify
+from inferrelay.errors import InferrelayError, dependency_missing
 
 
 def require(module: str, install: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise InferrelayError(
-            ErrorKind.DEPENDENCY_MISSING,
-            f"{module} cannot be imported ({exc})",
-            hint=f"pip install {install}",
-        ) from exc
+        raise dependency_missing(module, install, exc) from exc
 
 
 def probe_imports(*requirements: tuple[str, str]) -> ProbeResult:
@@ -27,7 +23,7 @@ def probe_imports(*requirements: tuple[str, str]) -> ProbeResult:
             require(module, install)
         except InferrelayError as err:
             return ProbeResult(False, f"{err.message}; fix: {err.hint}", error=err)
-        except Exception as exc:  # a library that is present but broken
-            broken = classify(exc, loading=True)
-            return ProbeResult(False, f"{module} failed to import: {exc}", error=broken)
+        except Exception as exc:  # present but broken (a bad build, a missing shared library)
+            broken = dependency_missing(module, f"--force-reinstall {install}", f"{type(exc).__name__}: {exc}")
+            return ProbeResult(False, f"{broken.message}; fix: {broken.hint}", error=broken)
     return ProbeResult(True, "ok")

@@ -9,7 +9,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from inferrelay.engines.base import Engine, ProbeResult, utcnow
-from inferrelay.errors import InferrelayError
+from inferrelay.errors import ErrorKind, InferrelayError
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +78,18 @@ class EngineRegistry:
             state.probe = state.engine.probe()
         return state
 
-    def snapshot(self) -> list[dict[str, Any]]:
-        """Every engine's status, probed afresh."""
-        for name in self._states:
-            self.reprobe(name)
+    def snapshot(self, refresh: bool = False) -> list[dict[str, Any]]:
+        """Every engine's status; `refresh` probes each afresh first."""
+        if refresh:
+            for name in self._states:
+                self.reprobe(name)
         return [state.as_dict(name) for name, state in self._states.items()]
 
     def record_failure(self, name: str, model: str, error: InferrelayError) -> None:
+        """Remember the failure; an engine that cannot run at all is marked unavailable until re-probed."""
         state = self._states.get(name)
-        if state is not None:
-            state.last_failure = EngineFailure(error.kind.value, error.message, model)
+        if state is None:
+            return
+        state.last_failure = EngineFailure(error.kind.value, error.message, model)
+        if error.kind in (ErrorKind.DEPENDENCY_MISSING, ErrorKind.ENGINE_UNAVAILABLE) and state.probe.available:
+            state.probe = ProbeResult(False, f"{error.message}; fix: {error.hint}", error=error)

@@ -22,25 +22,15 @@ from inferrelay.engines.base import (
     Sampling,
     TokenTextModel,
 )
+from inferrelay.engines.chat_template import template_errors
 from inferrelay.engines.decoding import check_input_lengths
+from inferrelay.engines.devices import DTYPE_BY_DEVICE, choose_device
 from inferrelay.engines.optional import probe_imports, require
+from inferrelay.engines.pooling import mean_pool_normalized
 from inferrelay.errors import ErrorKind, InferrelayError
 
-TORCH = ("torch", "torch==2.13.0")
-TRANSFORMERS = ("transformers", "'transformers>=5' gguf accelerate")
-DTYPE_BY_DEVICE = {"cuda": "bfloat16", "mps": "float16", "cpu": "float32"}
-
-
-def pick_device(requested: str) -> str:
-    """CUDA, then MPS, then CPU, unless the model names one."""
-    if requested != "auto":
-        return requested
-    torch = require(*TORCH)
-    if torch.cuda.is_available():
-        return "cuda"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+TORCH = ("torch", "'inferrelay[torch]'")
+TRANSFORMERS = ("transformers", "'inferrelay[torch]'")
 
 
 class TorchEngine(Engine):
@@ -56,13 +46,13 @@ class TorchEngine(Engine):
         source = resolve_source(model.source)
         if source.format not in ("gguf", "hf_folder", "sentence_transformers"):
             raise InferrelayError(ErrorKind.MODEL_LOAD_FAILED, f"transformers cannot read {source.format} files")
-        device = pick_device(device)
+        device = choose_device(device)
         dtype = getattr(torch, DTYPE_BY_DEVICE.get(device, "float32"))
         torch.set_num_threads(os.cpu_count() or 1)
         kwargs = _from_pretrained_args(source)
         try:
             tokenizer = transformers.AutoTokenizer.from_pretrained(**kwargs)
-            if Capability.EMBEDDINGS in model.capabilities:
+            if model.is_encoder:
                 encoder = transformers.AutoModel.from_pretrained(**kwargs, dtype=dtype)
                 return TorchEncoder(encoder.to(device).eval(), tokenizer, model, device)
             decoder = transformers.AutoModelForCausalLM.from_pretrained(**kwargs, dtype=dtype)
@@ -94,14 +84,10 @@ class TorchDecoder(TokenTextModel):
         if request.messages is not None:
             if not self._tokenizer.chat_template:
                 raise InferrelayError(ErrorKind.BAD_REQUEST, "this model has no chat template; use /v1/completions")
-            try:
+            with template_errors():
                 ids = self._tokenizer.apply_chat_template(
                     request.messages, add_generation_prompt=True, tokenize=True, return_dict=False
                 )
-            except Exception as exc:
-                raise InferrelayError(
-                    ErrorKind.BAD_REQUEST, f"the model's chat template rejected the messages: {exc}"
-                ) from exc
             return [int(t) for t in ids]
         return [int(t) for t in self._tokenizer.encode(request.prompt or "")]
 
@@ -161,7 +147,5 @@ class TorchEncoder(EmbeddingModel):
         batch = batch.to(self._device)
         with torch.inference_mode():
             hidden = self._model(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            vectors = torch.nn.functional.normalize(pooled, dim=-1)
+            vectors = mean_pool_normalized(hidden, batch["attention_mask"])
         return Embeddings(vectors.float().cpu().numpy().astype(np.float32), int(sum(lengths)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from inferrelay.engines.base import EmbeddingModel, Embeddings
+from inferrelay.engines.decoding import InputTooLong
 
 EMBED_BATCH = 32
 
@@ -16,7 +17,10 @@ def embed_sorted(model: EmbeddingModel, texts: list[str], batch_size: int = EMBE
     tokens = 0
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        out = model.embed([texts[i] for i in chunk])
+        try:
+            out = model.embed([texts[i] for i in chunk])
+        except InputTooLong as too_long:  # name the input as the caller numbered it
+            raise InputTooLong(chunk[too_long.index], too_long.length, too_long.limit) from None
         if vectors is None:
             vectors = np.empty((len(texts), out.vectors.shape[1]), dtype=np.float32)
         vectors[chunk] = out.vectors

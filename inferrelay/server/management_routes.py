@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -18,15 +19,18 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/api/v1/engines")
-async def engines(request: Request) -> dict[str, Any]:
+async def engines(request: Request, refresh: bool = False) -> dict[str, Any]:
+    """Each engine's status; `?refresh=true` probes again (a library installed since start-up)."""
     registry = relay_of(request).registry
+    if refresh:
+        return {"engines": await asyncio.to_thread(registry.snapshot, True)}
     return {"engines": registry.snapshot()}
 
 
 @router.get("/api/v1/engines/{name}")
-async def engine(name: str, request: Request) -> dict[str, Any]:
+async def engine(name: str, request: Request, refresh: bool = False) -> dict[str, Any]:
     registry = relay_of(request).registry
-    state = registry.reprobe(name)
+    state = await asyncio.to_thread(registry.reprobe, name) if refresh else registry.state(name)
     if state is None:
         known = ", ".join(registry.names())
         raise InferrelayError(ErrorKind.NOT_FOUND, f"no engine named {name!r} (known: {known})")

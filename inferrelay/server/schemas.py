@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from inferrelay.engines.base import GenerationRequest, Sampling
 
@@ -80,6 +81,12 @@ class GenerationParams(OpenAIRequest):
         if isinstance(stop, list) and len(stop) > 4:
             raise ValueError("at most 4 stop sequences")
         return stop
+
+    @model_validator(mode="after")
+    def _stream_options_need_stream(self) -> GenerationParams:
+        if self.stream_options is not None and not self.stream:
+            raise PydanticCustomError("stream_options", "stream_options is only allowed when stream is true")
+        return self
 
     @property
     def include_usage(self) -> bool:

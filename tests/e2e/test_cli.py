@@ -36,7 +36,8 @@ def test_engines_says_why_one_cannot_run() -> None:
     assert done.returncode == 0, done.stderr
     line = next(line for line in done.stdout.splitlines() if line.startswith("onnx "))
     assert "unavailable" in line
-    assert "pip install onnxruntime-genai" in line
+    assert "pip install 'inferrelay[onnx]'" in line
+    assert "onnxruntime-genai" in line
     llama = next(line for line in done.stdout.splitlines() if line.startswith("llamacpp "))
     assert llama.rstrip().endswith("available")
     assert "unavailable" not in llama

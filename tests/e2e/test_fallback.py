@@ -36,7 +36,8 @@ def test_missing_llama_cpp_falls_back_to_onnx(start_server: Any, test_home: Path
     status = httpx.get(f"{server.url}/api/v1/engines/llamacpp").json()
     assert status["available"] is False
     assert "llama_cpp" in status["error"]
-    assert "pip install llama-cpp-python" in status["error"]
+    assert "pip install 'inferrelay[llamacpp]'" in status["error"]
+    assert "llama-cpp-python" in status["error"]
     assert status["last_failure"]["kind"] == "dependency_missing"
     assert status["last_failure"]["model"] == SMOLLM2.name
     others = {e["name"]: e for e in httpx.get(f"{server.url}/api/v1/engines").json()["engines"]}

@@ -150,3 +150,15 @@ def test_config_dir_that_is_not_a_directory(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings(file, tmp_path)
     assert str(file) in str(caught.value)
+
+
+def test_a_model_cannot_be_both_encoder_and_decoder(tmp_path: Path) -> None:
+    folder = tmp_path / "config"
+    folder.mkdir()
+    (folder / "model-mappings.yaml").write_text(
+        "models:\n  both:\n    source: x\n    capabilities: [chat, embeddings]\n    engines: [fake]\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(folder, tmp_path)
+    assert "models.both.capabilities" in str(caught.value)
+    assert "not both" in str(caught.value)

@@ -315,3 +315,37 @@ def test_concurrent_first_requests_load_the_model_once(tmp_path: Path) -> None:
     assert all(r.json()["choices"][0]["message"]["content"] == "echo: hello there" for r in responses)
     assert engine.loads == 1
     app.state.relay.pool.close()
+
+
+def test_when_every_engine_is_cooling_down_the_least_recently_failed_is_tried(
+    make_client: MakeClient, fakes: dict[str, NamedFake]
+) -> None:
+    failing = {"fail_kind": "model_load_failed", "fail_on": "load"}
+    client = make_client([spec("m", ["flaky", "fake"], flaky=failing, fake=failing)], fakes)
+    first = ask(client)
+    assert_error(first, 503, "all_backends_failed")
+    assert (fakes["flaky"].loads, fakes["fake"].loads) == (1, 1)
+    second = ask(client)  # both remembered as failed: the one that failed first is tried again for real
+    assert_error(second, 503, "all_backends_failed")
+    assert (fakes["flaky"].loads, fakes["fake"].loads) == (2, 1)
+    assert "(remembered)" in second.json()["error"]["message"]
+
+
+def test_missing_library_at_load_marks_the_engine_unavailable(
+    make_client: MakeClient, fakes: dict[str, NamedFake]
+) -> None:
+    options = {"fail_kind": "dependency_missing", "fail_on": "load"}
+    client = make_client([spec("m", ["flaky", "fake"], flaky=options)], fakes)
+    assert ask(client).headers["x-inferrelay-backend"] == "local/fake"
+    status = engines_status(client)["flaky"]
+    assert status["available"] is False
+    assert "injected dependency_missing" in status["error"]
+    refreshed = {row["name"]: row for row in client.get("/api/v1/engines?refresh=true").json()["engines"]}
+    assert refreshed["flaky"]["available"] is True, "a fresh probe finds the (fake) library again"
+
+
+def test_embedding_context_error_names_the_callers_index(client: Any) -> None:
+    texts = ["a few short words here", "x", "y", " ".join(["word"] * 40)]
+    response = client.post("/v1/embeddings", json={"model": "emb", "input": texts})
+    error = assert_error(response, 400, "context_length", "input")
+    assert error["message"].startswith("input[3] has 40 tokens")

@@ -336,3 +336,9 @@ def test_unknown_route_is_not_found(client: Any) -> None:
 @pytest.mark.parametrize("seed", [2**63, -(2**63) - 1])
 def test_seed_outside_int64_is_refused(client: Any, seed: int) -> None:
     assert_error(client.post("/v1/chat/completions", json=chat_body(seed=seed)), 400, "bad_request", "seed")
+
+
+def test_stream_options_without_stream_is_refused(client: Any) -> None:
+    response = client.post("/v1/chat/completions", json=chat_body(stream_options={"include_usage": True}))
+    assert_error(response, 400, "bad_request")
+    assert "stream_options" in response.json()["error"]["message"]
