@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 DECODER_PRECISION = "int8"
-"""int8 keeps SmolLM2's greedy answers equal to fp32's; int4 drifts (docs/engines.md)."""
+"""int8 stays on fp32's greedy answers far longer than int4 at 2.3x fp32's speed (docs/engines.md)."""
 
 ENCODER_OPSET = 17
 
