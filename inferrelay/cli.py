@@ -56,6 +56,31 @@ def serve(
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
 
 
+config_app = typer.Typer(help="Check configuration directories.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("validate")
+def config_validate(directory: Annotated[Path, typer.Argument(help="The configuration directory.")]) -> None:
+    """Check providers.yaml and model-mappings.yaml, each file alone and against each other."""
+    from inferrelay.config.loading import ConfigError, load_settings
+    from inferrelay.config.schema import default_home
+
+    try:
+        settings = load_settings(directory, default_home())
+    except ConfigError as exc:
+        for problem in exc.problems:
+            typer.echo(problem, err=True)
+        typer.echo(f"{len(exc.problems)} problem(s) in {directory}", err=True)
+        raise typer.Exit(1) from None
+    routes = settings.routes
+    typer.echo(
+        f"{directory}: valid: {len(settings.providers)} providers, {len(settings.models)} local models, "
+        f"{len(routes.exact_matches)} exact matches, {len(routes.patterns)} patterns, "
+        f"{len(routes.fallback_chains)} fallback chains, {len(routes.load_balancing)} load-balancing groups"
+    )
+
+
 @app.command()
 def engines(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Each engine, whether it can run here, and why not."""

@@ -6,18 +6,20 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from inferrelay.config.mappings import MappingsFile
+from inferrelay.config.providers import LocalProvider, Provider
+from inferrelay.config.strict import Strict
 from inferrelay.engines.base import Capability
+
+LOCAL_ONLY: dict[str, Provider] = {"local": LocalProvider(type="local")}
+"""The providers when providers.yaml names none: inferrelay's own engines."""
 
 
 def default_home() -> Path:
     """$INFERRELAY_HOME, else ~/.inferrelay: the registry, the cache and the logs live there."""
     return Path(os.environ.get("INFERRELAY_HOME", "~/.inferrelay")).expanduser()
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class ModelSpec(Strict):
@@ -61,6 +63,10 @@ class Settings(Strict):
     models: list[ModelSpec]
     fallback: bool = Field(default=True, description="walk the chain on failure; off: first failure answers")
     home: Path = Field(default_factory=default_home)
+    providers: dict[str, Provider] = Field(default_factory=lambda: dict(LOCAL_ONLY))
+    routes: MappingsFile = Field(
+        default_factory=MappingsFile, description="resolution and chains (model-mappings.yaml)"
+    )
     load_retry_after_s: float = Field(
         default=30.0, ge=0, description="how long a failed load is remembered before it is tried again"
     )

@@ -18,7 +18,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from inferrelay.config.schema import ModelSpec, Strict
+from inferrelay.config.schema import ModelSpec
+from inferrelay.config.strict import Strict
 from inferrelay.engines.base import (
     Capability,
     EmbeddingModel,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from inferrelay import __version__
 
@@ -48,3 +49,16 @@ def test_every_command_has_help() -> None:
         done = run(*command, "--help")
         assert done.returncode == 0
         assert "Usage" in done.stdout
+
+
+def test_config_validate_exit_codes_and_messages(tmp_path: Path) -> None:
+    from tests.conftest import REPO
+
+    good = run("config", "validate", str(REPO / "examples" / "full"))
+    assert good.returncode == 0, good.stderr
+    assert "valid" in good.stdout
+    (tmp_path / "model-mappings.yaml").write_text("exact_matches:\n  a: {provider: nowhere}\n")
+    bad = run("config", "validate", str(tmp_path))
+    assert bad.returncode == 1
+    assert f"{tmp_path}/model-mappings.yaml:2: exact_matches.a.provider: unknown provider" in bad.stderr
+    assert "Traceback" not in bad.stderr
