@@ -96,12 +96,14 @@ class InferrelayError(Exception):
         *,
         param: str | None = None,
         hint: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.param = param
         self.hint = hint or kind.policy.hint
+        self.retry_after = retry_after
 
     @property
     def status(self) -> int:

@@ -12,6 +12,8 @@ from inferrelay.config.schema import Settings
 from inferrelay.engines.registry import EngineRegistry
 from inferrelay.routing.fallback import FallbackChain
 from inferrelay.routing.pool import ModelPool
+from inferrelay.routing.resolve import Resolver
+from inferrelay.routing.router import StepRouter
 from inferrelay.server.errors import install_error_handlers
 from inferrelay.server.management_routes import router as management_router
 from inferrelay.server.openai_routes import router as openai_router
@@ -21,11 +23,14 @@ from inferrelay.server.relay import Relay
 def create_app(settings: Settings, registry: EngineRegistry | None = None) -> FastAPI:
     registry = registry or EngineRegistry.discover()
     pool = ModelPool(settings.home, settings.load_retry_after_s)
-    relay = Relay(settings, registry, pool, FallbackChain(settings, registry, pool))
+    chain = FallbackChain(settings, registry, pool)
+    step_router = StepRouter(settings)
+    relay = Relay(settings, registry, pool, chain, Resolver(settings), step_router)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
+        await step_router.aclose()
         pool.close()
 
     app = FastAPI(title="inferrelay", version=__version__, lifespan=lifespan)

@@ -12,6 +12,8 @@ from inferrelay.engines.registry import EngineRegistry
 from inferrelay.errors import ErrorKind, InferrelayError
 from inferrelay.routing.fallback import FallbackChain
 from inferrelay.routing.pool import ModelPool
+from inferrelay.routing.resolve import Resolver
+from inferrelay.routing.router import StepRouter
 
 
 @dataclass
@@ -20,11 +22,12 @@ class Relay:
     registry: EngineRegistry
     pool: ModelPool
     chain: FallbackChain
+    resolver: Resolver
+    router: StepRouter
 
-    def model(self, name: str, capability: Capability) -> ModelSpec:
-        spec = self.settings.model(name)
-        if spec is None:
-            raise InferrelayError(ErrorKind.MODEL_NOT_FOUND, f"The model {name!r} does not exist.", param="model")
+    def check_capability(self, spec: ModelSpec, capability: Capability) -> None:
+        """A local model asked for what it does not do is the caller's mistake."""
+        name = spec.name
         if capability not in spec.capabilities:
             offered = ", ".join(c.value for c in spec.capabilities)
             raise InferrelayError(
@@ -32,7 +35,6 @@ class Relay:
                 f"model {name!r} does not offer {capability.value} (it offers: {offered})",
                 param="model",
             )
-        return spec
 
 
 def relay_of(request: Request) -> Relay:

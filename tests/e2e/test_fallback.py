@@ -128,5 +128,5 @@ def test_a_broken_config_is_refused_with_file_and_key(tmp_path: Path) -> None:
         timeout=60,
     )
     assert done.returncode == 1
-    assert "model-mappings.yaml: models.mine.engines" in done.stderr
+    assert "model-mappings.yaml:5: models.mine.engines" in done.stderr
     assert "Traceback" not in done.stderr

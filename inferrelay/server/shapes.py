@@ -1,0 +1,60 @@
+"""OpenAI's response shapes: a whole answer, stream chunks and usage, for chat and completions."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from inferrelay.engines.base import Piece
+
+
+class ResponseShape:
+    """How one endpoint writes a whole answer and the chunks of a stream."""
+
+    def __init__(self, model: str, chat: bool) -> None:
+        self.chat = chat
+        self.model = model
+        self.id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+
+    def _envelope(self, obj: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"id": self.id, "object": obj, "created": self.created, "model": self.model, "choices": choices}
+
+    @staticmethod
+    def usage(piece: Piece) -> dict[str, int]:
+        total = piece.prompt_tokens + piece.completion_tokens
+        return {
+            "prompt_tokens": piece.prompt_tokens,
+            "completion_tokens": piece.completion_tokens,
+            "total_tokens": total,
+        }
+
+    def whole(self, piece: Piece) -> dict[str, Any]:
+        if self.chat:
+            choice = {"index": 0, "message": {"role": "assistant", "content": piece.text}}
+        else:
+            choice = {"index": 0, "text": piece.text, "logprobs": None}
+        choice["finish_reason"] = piece.finish_reason
+        body = self._envelope("chat.completion" if self.chat else "text_completion", [choice])
+        return body | {"usage": self.usage(piece)}
+
+    def chunk(self, text: str | None, finish: str | None = None, role: bool = False) -> dict[str, Any]:
+        if self.chat:
+            delta: dict[str, str] = {"role": "assistant"} if role else {}
+            if text:
+                delta["content"] = text
+            choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+            return self._envelope("chat.completion.chunk", [choice])
+        return self._envelope(
+            "text_completion", [{"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}]
+        )
+
+    def usage_chunk(self, piece: Piece) -> dict[str, Any]:
+        obj = "chat.completion.chunk" if self.chat else "text_completion"
+        return self._envelope(obj, []) | {"usage": self.usage(piece)}
+
+
+def sse_event(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload)}\n\n"

@@ -1,0 +1,89 @@
+"""A second inferrelay process as a real upstream provider: pass-through, streaming, and fallback when it dies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import FRANCE
+
+pytestmark = pytest.mark.slow
+
+
+def front_config(tmp_path: Path, upstream_url: str) -> Path:
+    folder = tmp_path / "front-config"
+    folder.mkdir()
+    (folder / "providers.yaml").write_text(
+        "providers:\n"
+        "  up:\n"
+        "    type: openai_compatible\n"
+        f"    base_url: {upstream_url}/v1\n"
+        "    max_retries: 1\n"
+        "    timeouts: {connect_s: 2, read_s: 60}\n"
+        "    models: [smollm2-135m-instruct, all-minilm-l6-v2]\n"
+    )
+    (folder / "model-mappings.yaml").write_text(
+        "exact_matches:\n"
+        "  remote-smol: {chain: up-then-local}\n"
+        "  remote-embed: {provider: up, model: all-minilm-l6-v2}\n"
+        "fallback_chains:\n"
+        "  up-then-local:\n"
+        "    - {provider: up, model: smollm2-135m-instruct}\n"
+        "    - {provider: local, model: smollm2-135m-instruct}\n"
+    )
+    return folder
+
+
+@pytest.fixture
+def pair(start_server: Any, test_home: Path, tmp_path: Path) -> tuple[Any, Any]:
+    upstream = start_server(test_home)
+    front = start_server(test_home, "--config", str(front_config(tmp_path, upstream.url)))
+    return front, upstream
+
+
+def test_requests_pass_through_with_the_callers_model_name(pair: tuple[Any, Any]) -> None:
+    front, _ = pair
+    client = openai.OpenAI(base_url=f"{front.url}/v1", api_key="unused", max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(
+        model="remote-smol", messages=FRANCE, temperature=0, max_tokens=30
+    )
+    answer = raw.parse()
+    assert raw.headers["x-inferrelay-backend"] == "up"
+    assert raw.headers["x-inferrelay-attempts"] == ""
+    assert answer.model == "remote-smol"
+    assert "Paris" in (answer.choices[0].message.content or "")
+
+    chunks = list(
+        client.chat.completions.create(model="remote-smol", messages=FRANCE, temperature=0, max_tokens=30, stream=True)
+    )
+    assert {c.model for c in chunks} == {"remote-smol"}
+    assert "Paris" in "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+    embedded = client.embeddings.create(model="remote-embed", input=["hello", "world"], encoding_format="float")
+    assert embedded.model == "remote-embed"
+    assert [len(d.embedding) for d in embedded.data] == [384, 384]
+    assert "remote-smol" in {m.id for m in client.models.list()}
+
+
+def test_an_upstream_caller_error_is_passed_back_without_fallback(pair: tuple[Any, Any]) -> None:
+    front, _ = pair
+    body = {"model": "remote-smol", "messages": FRANCE, "max_tokens": 4000}
+    response = httpx.post(f"{front.url}/v1/chat/completions", json=body, timeout=60)
+    assert response.status_code == 400
+    assert "provider 'up' answered 400" in response.json()["error"]["message"]
+
+
+def test_a_dead_upstream_falls_back_to_the_local_step(pair: tuple[Any, Any]) -> None:
+    front, upstream = pair
+    upstream.stop()
+    for stream in (False, True):
+        body = {"model": "remote-smol", "messages": FRANCE, "temperature": 0, "max_tokens": 30, "stream": stream}
+        response = httpx.post(f"{front.url}/v1/chat/completions", json=body, timeout=120)
+        assert response.status_code == 200, response.text
+        assert response.headers["x-inferrelay-backend"] == "local/llamacpp"
+        assert response.headers["x-inferrelay-attempts"] == "up=transient,up=transient", "one retry, then fallback"
+        assert "Paris" in response.text
