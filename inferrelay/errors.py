@@ -32,6 +32,7 @@ class ErrorKind(str, Enum):
     ENGINE_UNAVAILABLE = "engine_unavailable"
     MODEL_LOAD_FAILED = "model_load_failed"
     OUT_OF_MEMORY = "out_of_memory"
+    COOLING_DOWN = "cooling_down"
     TRANSIENT = "transient"
     TIMEOUT = "timeout"
     RATE_LIMITED = "rate_limited"
@@ -72,6 +73,9 @@ POLICIES: dict[ErrorKind, KindPolicy] = {
     ),
     ErrorKind.OUT_OF_MEMORY: KindPolicy(
         503, "server_error", True, "Free memory, use a smaller model or a lower precision."
+    ),
+    ErrorKind.COOLING_DOWN: KindPolicy(
+        503, "server_error", True, "This backend failed repeatedly; it gets a probe request after its cooldown."
     ),
     ErrorKind.TRANSIENT: KindPolicy(503, "server_error", True, "Retry; the failure was temporary."),
     ErrorKind.TIMEOUT: KindPolicy(504, "server_error", True, "Raise the timeout or use a faster backend."),

@@ -1,4 +1,9 @@
-"""The walk across steps: local models (each with its engine chain) and remote providers, with retries."""
+"""The walk across steps: local models (each with its engine chain) and remote providers.
+
+A remote step is retried on transient errors with backoff, and skipped while
+its circuit is open (routing/cooldown.py); when every step was skipped for
+cooling down, the least recently failed one is still tried.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from inferrelay.config.providers import LOCAL, RemoteProvider
 from inferrelay.config.schema import ModelSpec, Settings
 from inferrelay.errors import ErrorKind, InferrelayError, classify
 from inferrelay.providers.remote import RemoteClient
+from inferrelay.routing.cooldown import CooldownTracker
 from inferrelay.routing.fallback import Attempt, ChainFailed, Served
 from inferrelay.routing.resolve import Step
 
@@ -23,10 +29,9 @@ RemoteAction = Callable[[RemoteClient, str], Awaitable[T]]
 
 
 class StepRouter:
-    """Tries each step in order; a remote step is retried on transient errors, with backoff."""
-
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, cooldowns: CooldownTracker | None = None) -> None:
         self._settings = settings
+        self.cooldowns = cooldowns or CooldownTracker()
         self.clients = {
             name: RemoteClient(name, config)
             for name, config in settings.providers.items()
@@ -37,31 +42,53 @@ class StepRouter:
         self, requested: str, steps: list[Step], local: LocalAction[T], remote: RemoteAction[T]
     ) -> Served[T]:
         attempts: list[Attempt] = []
-        last: InferrelayError | None = None
+        cooling: list[Step] = []
         for step in steps:
+            if step.provider != LOCAL and not self.cooldowns.admit(step.provider):
+                error = InferrelayError(ErrorKind.COOLING_DOWN, f"provider {step.provider!r} is cooling down")
+                outcome: Served[T] | InferrelayError = error
+                attempts.append(Attempt(step.provider, error.kind, error.message, error.hint))
+                cooling.append(step)
+            else:
+                outcome = await self._try(step, local, remote, attempts)
+            if isinstance(outcome, Served):
+                return outcome
+            if not self._settings.fallback:
+                raise ChainFailed(outcome, attempts)
+        if cooling:  # everything cooling down: the least recently failed is still tried
+            step = min(cooling, key=lambda s: self.cooldowns.last_failure_at(s.provider))
+            outcome = await self._try(step, local, remote, attempts)
+            if isinstance(outcome, Served):
+                return outcome
+        lines = "; ".join(a.describe() for a in attempts)
+        message = f"every backend for model {requested!r} failed: {lines}"
+        raise ChainFailed(InferrelayError(ErrorKind.ALL_BACKENDS_FAILED, message), attempts)
+
+    async def _try(
+        self, step: Step, local: LocalAction[T], remote: RemoteAction[T], attempts: list[Attempt]
+    ) -> Served[T] | InferrelayError:
+        """One step: its answer, or the error it failed with (recorded in `attempts`)."""
+        if step.provider == LOCAL:
             try:
-                if step.provider == LOCAL:
-                    served = await self._local(step, local)
-                    return Served(served.result, served.backend, [*attempts, *served.attempts])
-                return Served(await self._remote(step, remote, attempts), step.provider, attempts)
+                served = await self._local(step, local)
             except ChainFailed as failed:
                 attempts += failed.attempts
-                last = failed
                 if not failed.kind.policy.falls_back and failed.kind is not ErrorKind.ALL_BACKENDS_FAILED:
                     raise ChainFailed(failed, attempts) from failed
+                return failed
             except InferrelayError as error:
                 if not error.kind.policy.falls_back:
                     raise ChainFailed(error, attempts) from error
                 attempts.append(Attempt(step.provider, error.kind, error.message, error.hint))
-                last = error
-            if not self._settings.fallback:
-                assert last is not None
-                raise ChainFailed(last, attempts)
-        lines = "; ".join(a.describe() for a in attempts)
-        failed_all = InferrelayError(
-            ErrorKind.ALL_BACKENDS_FAILED, f"every backend for model {requested!r} failed: {lines}"
-        )
-        raise ChainFailed(failed_all, attempts)
+                return error
+            return Served(served.result, served.backend, [*attempts, *served.attempts])
+        try:
+            return Served(await self._remote(step, remote, attempts), step.provider, attempts)
+        except InferrelayError as error:
+            if not error.kind.policy.falls_back:
+                raise ChainFailed(error, attempts) from error
+            attempts.append(Attempt(step.provider, error.kind, error.message, error.hint))
+            return error
 
     async def _local(self, step: Step, local: LocalAction[T]) -> Served[T]:
         spec = self._settings.model(step.model)
@@ -71,17 +98,25 @@ class StepRouter:
 
     async def _remote(self, step: Step, remote: RemoteAction[T], attempts: list[Attempt]) -> T:
         client = self.clients[step.provider]
-        retries = client.config.max_retries
-        for attempt in range(retries + 1):
+        config = client.config
+        for attempt in range(config.max_retries + 1):
             try:
-                return await remote(client, step.model)
+                result = await remote(client, step.model)
             except Exception as exc:
                 error = classify(exc)
-                if error.kind not in RETRIED_KINDS or attempt == retries:
+                if not error.kind.policy.falls_back:  # the caller's mistake: the provider itself is fine
+                    self.cooldowns.succeeded(step.provider)
+                    raise error from exc
+                self.cooldowns.failed(step.provider, error.kind, config.cooldown_s)
+                last_try = attempt == config.max_retries or self.cooldowns.cooling(step.provider)
+                if error.kind not in RETRIED_KINDS or last_try:
                     raise error from exc
                 attempts.append(Attempt(step.provider, error.kind, error.message, error.hint))
                 await asyncio.sleep(min(error.retry_after or 0.1 * 2**attempt, MAX_BACKOFF_S))
-        raise AssertionError("unreachable")
+            else:
+                self.cooldowns.succeeded(step.provider)
+                return result
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def aclose(self) -> None:
         for client in self.clients.values():

@@ -77,13 +77,18 @@ def test_an_upstream_caller_error_is_passed_back_without_fallback(pair: tuple[An
     assert "provider 'up' answered 400" in response.json()["error"]["message"]
 
 
-def test_a_dead_upstream_falls_back_to_the_local_step(pair: tuple[Any, Any]) -> None:
+def test_a_dead_upstream_falls_back_then_cools_down(pair: tuple[Any, Any]) -> None:
     front, upstream = pair
     upstream.stop()
-    for stream in (False, True):
+    expected_attempts = [
+        "up=transient,up=transient",  # one retry, then the local step
+        "up=transient",  # the third failure opens the circuit: no more retries
+        "up=cooling_down",  # skipped at once while it cools down
+    ]
+    for stream, attempts in zip((False, True, False), expected_attempts, strict=True):
         body = {"model": "remote-smol", "messages": FRANCE, "temperature": 0, "max_tokens": 30, "stream": stream}
         response = httpx.post(f"{front.url}/v1/chat/completions", json=body, timeout=120)
         assert response.status_code == 200, response.text
         assert response.headers["x-inferrelay-backend"] == "local/llamacpp"
-        assert response.headers["x-inferrelay-attempts"] == "up=transient,up=transient", "one retry, then fallback"
+        assert response.headers["x-inferrelay-attempts"] == attempts
         assert "Paris" in response.text
