@@ -33,6 +33,7 @@ class RemoteProvider(Strict):
     type: Literal["openai_compatible", "vllm", "ollama", "llama_cpp"]
     base_url: str
     health_endpoint: str = "/health"
+    health_interval_s: float = Field(default=15.0, ge=0, description="0: no background health checks")
     api_key_env: str | None = Field(default=None, description="the environment variable holding the API key")
     timeouts: Timeouts = Field(default_factory=Timeouts)
     rate_limits: RateLimits = Field(default_factory=RateLimits)

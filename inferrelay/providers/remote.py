@@ -71,8 +71,10 @@ class RemoteClient:
         return UpstreamStream(first, events, response)
 
     async def health(self) -> bool:
+        """GET health_endpoint on base_url's server (its root, not under /v1)."""
+        root = httpx.URL(self.config.base_url).copy_with(path="/", query=None)
         try:
-            response = await self._http.get(self.config.health_endpoint.removeprefix("/"), timeout=5)
+            response = await self._http.get(str(root.join(self.config.health_endpoint)), timeout=5)
         except httpx.HTTPError:
             return False
         return response.status_code < 400

@@ -13,11 +13,13 @@ from typing import TypeVar
 
 from inferrelay.config.providers import LOCAL, RemoteProvider
 from inferrelay.config.schema import ModelSpec, Settings
+from inferrelay.engines.base import utcnow
 from inferrelay.errors import ErrorKind, InferrelayError, classify
 from inferrelay.providers.remote import RemoteClient
 from inferrelay.routing.cooldown import CooldownTracker
 from inferrelay.routing.fallback import Attempt, ChainFailed, Served
 from inferrelay.routing.resolve import Step
+from inferrelay.routing.stats import DeploymentBook
 
 T = TypeVar("T")
 
@@ -29,9 +31,12 @@ RemoteAction = Callable[[RemoteClient, str], Awaitable[T]]
 
 
 class StepRouter:
-    def __init__(self, settings: Settings, cooldowns: CooldownTracker | None = None) -> None:
+    def __init__(
+        self, settings: Settings, cooldowns: CooldownTracker | None = None, book: DeploymentBook | None = None
+    ) -> None:
         self._settings = settings
         self.cooldowns = cooldowns or CooldownTracker()
+        self.book = book or DeploymentBook()
         self.clients = {
             name: RemoteClient(name, config)
             for name, config in settings.providers.items()
@@ -44,8 +49,9 @@ class StepRouter:
         attempts: list[Attempt] = []
         cooling: list[Step] = []
         for step in steps:
-            if step.provider != LOCAL and not self.cooldowns.admit(step.provider):
-                error = InferrelayError(ErrorKind.COOLING_DOWN, f"provider {step.provider!r} is cooling down")
+            skip = self._skip_reason(step)
+            if skip is not None:
+                error = skip
                 outcome: Served[T] | InferrelayError = error
                 attempts.append(Attempt(step.provider, error.kind, error.message, error.hint))
                 cooling.append(step)
@@ -63,6 +69,50 @@ class StepRouter:
         lines = "; ".join(a.describe() for a in attempts)
         message = f"every backend for model {requested!r} failed: {lines}"
         raise ChainFailed(InferrelayError(ErrorKind.ALL_BACKENDS_FAILED, message), attempts)
+
+    def _skip_reason(self, step: Step) -> InferrelayError | None:
+        """Why a remote step is passed over now: its circuit is open, or it failed its health check."""
+        if step.provider == LOCAL:
+            return None
+        if not self.book[step.provider].healthy:
+            message = f"provider {step.provider!r} failed its last health check"
+            return InferrelayError(ErrorKind.ENGINE_UNAVAILABLE, message)
+        if not self.cooldowns.admit(step.provider):
+            return InferrelayError(ErrorKind.COOLING_DOWN, f"provider {step.provider!r} is cooling down")
+        return None
+
+    async def check_health(self, name: str) -> bool:
+        stats = self.book[name]
+        stats.healthy, stats.health_checked_at = await self.clients[name].health(), utcnow()
+        return stats.healthy
+
+    async def watch_health(self) -> None:
+        """Check each remote provider at its own interval, until cancelled."""
+
+        async def watch(name: str, interval: float) -> None:
+            while True:
+                await self.check_health(name)
+                await asyncio.sleep(interval)
+
+        watchers = [
+            watch(name, client.config.health_interval_s)
+            for name, client in self.clients.items()
+            if client.config.health_interval_s > 0
+        ]
+        await asyncio.gather(*watchers)
+
+    def status(self) -> list[dict[str, object]]:
+        """GET /api/v1/providers: each remote provider's health, cooldown, in-flight count, latency, last error."""
+        return [
+            {
+                "name": name,
+                "type": client.config.type,
+                "base_url": client.config.base_url,
+                **self.book[name].as_dict(),
+                "cooldown": self.cooldowns.status(name),
+            }
+            for name, client in self.clients.items()
+        ]
 
     async def _try(
         self, step: Step, local: LocalAction[T], remote: RemoteAction[T], attempts: list[Attempt]
@@ -99,11 +149,14 @@ class StepRouter:
     async def _remote(self, step: Step, remote: RemoteAction[T], attempts: list[Attempt]) -> T:
         client = self.clients[step.provider]
         config = client.config
+        stats = self.book[step.provider]
         for attempt in range(config.max_retries + 1):
+            started = stats.started()
             try:
                 result = await remote(client, step.model)
             except Exception as exc:
                 error = classify(exc)
+                stats.finished(started, f"{error.kind.value}: {error.message}")
                 if not error.kind.policy.falls_back:  # the caller's mistake: the provider itself is fine
                     self.cooldowns.succeeded(step.provider)
                     raise error from exc
@@ -114,6 +167,7 @@ class StepRouter:
                 attempts.append(Attempt(step.provider, error.kind, error.message, error.hint))
                 await asyncio.sleep(min(error.retry_after or 0.1 * 2**attempt, MAX_BACKOFF_S))
             else:
+                stats.finished(started)
                 self.cooldowns.succeeded(step.provider)
                 return result
         raise AssertionError("unreachable: the last attempt returns or raises")

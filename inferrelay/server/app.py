@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -29,7 +30,9 @@ def create_app(settings: Settings, registry: EngineRegistry | None = None) -> Fa
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        health = asyncio.create_task(step_router.watch_health())
         yield
+        health.cancel()
         await step_router.aclose()
         pool.close()
 

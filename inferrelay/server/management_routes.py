@@ -27,6 +27,12 @@ async def engines(request: Request, refresh: bool = False) -> dict[str, Any]:
     return {"engines": registry.snapshot()}
 
 
+@router.get("/api/v1/providers")
+async def providers(request: Request) -> dict[str, Any]:
+    """Each remote provider: health, cooldown, in-flight count, latency, last error."""
+    return {"providers": relay_of(request).router.status()}
+
+
 @router.get("/api/v1/engines/{name}")
 async def engine(name: str, request: Request, refresh: bool = False) -> dict[str, Any]:
     registry = relay_of(request).registry

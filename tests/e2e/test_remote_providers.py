@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from tests.conftest import FRANCE
 pytestmark = pytest.mark.slow
 
 
-def front_config(tmp_path: Path, upstream_url: str) -> Path:
+def front_config(tmp_path: Path, upstream_url: str, health_interval_s: float = 0) -> Path:
     folder = tmp_path / "front-config"
     folder.mkdir()
     (folder / "providers.yaml").write_text(
@@ -23,6 +24,7 @@ def front_config(tmp_path: Path, upstream_url: str) -> Path:
         "    type: openai_compatible\n"
         f"    base_url: {upstream_url}/v1\n"
         "    max_retries: 1\n"
+        f"    health_interval_s: {health_interval_s}\n"
         "    timeouts: {connect_s: 2, read_s: 60}\n"
         "    models: [smollm2-135m-instruct, all-minilm-l6-v2]\n"
     )
@@ -92,3 +94,24 @@ def test_a_dead_upstream_falls_back_then_cools_down(pair: tuple[Any, Any]) -> No
         assert response.headers["x-inferrelay-backend"] == "local/llamacpp"
         assert response.headers["x-inferrelay-attempts"] == attempts
         assert "Paris" in response.text
+
+
+def test_providers_status_and_health_checks(start_server: Any, test_home: Path, tmp_path: Path) -> None:
+    upstream = start_server(test_home)
+    front = start_server(test_home, "--config", str(front_config(tmp_path, upstream.url, health_interval_s=0.3)))
+    body = {"model": "remote-smol", "messages": FRANCE, "temperature": 0, "max_tokens": 5}
+    assert httpx.post(f"{front.url}/v1/chat/completions", json=body, timeout=60).headers["x-inferrelay-backend"] == "up"
+    (status,) = httpx.get(f"{front.url}/api/v1/providers").json()["providers"]
+    assert (status["name"], status["healthy"], status["requests"], status["in_flight"]) == ("up", True, 1, 0)
+    assert status["latency_ms"] > 0
+    assert status["health_checked_at"] is not None
+    assert status["cooldown"]["state"] == "closed"
+
+    upstream.stop()
+    deadline = time.monotonic() + 10
+    while httpx.get(f"{front.url}/api/v1/providers").json()["providers"][0]["healthy"]:
+        assert time.monotonic() < deadline, "the health check never noticed the upstream was gone"
+        time.sleep(0.2)
+    response = httpx.post(f"{front.url}/v1/chat/completions", json=body, timeout=60)
+    assert response.headers["x-inferrelay-backend"] == "local/llamacpp"
+    assert response.headers["x-inferrelay-attempts"] == "up=engine_unavailable", "skipped without a try"
