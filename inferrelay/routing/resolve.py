@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import itertools
+import random
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from inferrelay.config.mappings import Target
+from inferrelay.config.mappings import Member, Target
 from inferrelay.config.providers import LOCAL, RemoteProvider
 from inferrelay.config.schema import Settings
 from inferrelay.engines.base import Capability
 from inferrelay.errors import ErrorKind, InferrelayError
+from inferrelay.routing.stats import DeploymentBook
 
 
 @dataclass(frozen=True)
@@ -27,8 +29,12 @@ class Step:
 
 
 class Resolver:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, book: DeploymentBook | None = None, draws: random.Random | None = None
+    ) -> None:
         self._settings = settings
+        self._book = book or DeploymentBook()
+        self._draws = draws or random.Random()
         self._routes = settings.routes
         self._patterns = [(re.compile(p.pattern), p) for p in self._routes.patterns]
         self._local = {m.name for m in settings.models}
@@ -53,10 +59,22 @@ class Resolver:
             for step in self._routes.fallback_chains[target.chain]:
                 yield from self._expand(step, requested)
         elif target.group is not None:
-            members = self._routes.load_balancing[target.group].members
-            start = next(self._turns[target.group]) % len(members)  # round robin; other strategies: issue 3
-            for member in members[start:] + members[:start]:
+            for member in self._balanced(target.group):
                 yield Step(member.provider, member.model or requested)
+
+    def _balanced(self, name: str) -> list[Member]:
+        """The group's members, best first by its strategy; the rest follow as fallbacks."""
+        group = self._routes.load_balancing[name]
+        start = next(self._turns[name]) % len(group.members)
+        turn = group.members[start:] + group.members[:start]  # round robin, and the tie-break of the others
+        if group.strategy == "least_busy":
+            return sorted(turn, key=lambda m: self._book[m.provider].in_flight)
+        if group.strategy == "latency":
+            return sorted(turn, key=lambda m: self._book[m.provider].latency_ms or 0.0)
+        if group.strategy == "weighted":
+            first = self._draws.choices(group.members, weights=[m.weight for m in group.members])[0]
+            return [first, *(m for m in group.members if m is not first)]
+        return turn
 
     def exposed(self) -> list[str]:
         """What GET /v1/models lists: local models, routed names, and models remote providers declare."""

@@ -47,22 +47,22 @@ class StepRouter:
         self, requested: str, steps: list[Step], local: LocalAction[T], remote: RemoteAction[T]
     ) -> Served[T]:
         attempts: list[Attempt] = []
-        cooling: list[Step] = []
+        skipped: list[Step] = []
         for step in steps:
             skip = self._skip_reason(step)
             if skip is not None:
                 error = skip
                 outcome: Served[T] | InferrelayError = error
                 attempts.append(Attempt(step.provider, error.kind, error.message, error.hint))
-                cooling.append(step)
+                skipped.append(step)
             else:
                 outcome = await self._try(step, local, remote, attempts)
             if isinstance(outcome, Served):
                 return outcome
             if not self._settings.fallback:
                 raise ChainFailed(outcome, attempts)
-        if cooling:  # everything cooling down: the least recently failed is still tried
-            step = min(cooling, key=lambda s: self.cooldowns.last_failure_at(s.provider))
+        if skipped:  # everything cooling down or unhealthy: the least recently failed is still tried
+            step = min(skipped, key=lambda s: self.cooldowns.last_failure_at(s.provider))
             outcome = await self._try(step, local, remote, attempts)
             if isinstance(outcome, Served):
                 return outcome

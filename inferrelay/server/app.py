@@ -15,6 +15,7 @@ from inferrelay.routing.fallback import FallbackChain
 from inferrelay.routing.pool import ModelPool
 from inferrelay.routing.resolve import Resolver
 from inferrelay.routing.router import StepRouter
+from inferrelay.routing.stats import DeploymentBook
 from inferrelay.server.errors import install_error_handlers
 from inferrelay.server.management_routes import router as management_router
 from inferrelay.server.openai_routes import router as openai_router
@@ -25,8 +26,9 @@ def create_app(settings: Settings, registry: EngineRegistry | None = None) -> Fa
     registry = registry or EngineRegistry.discover()
     pool = ModelPool(settings.home, settings.load_retry_after_s)
     chain = FallbackChain(settings, registry, pool)
-    step_router = StepRouter(settings)
-    relay = Relay(settings, registry, pool, chain, Resolver(settings), step_router)
+    book = DeploymentBook()
+    step_router = StepRouter(settings, book=book)
+    relay = Relay(settings, registry, pool, chain, Resolver(settings, book), step_router)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
