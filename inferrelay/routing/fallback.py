@@ -21,6 +21,7 @@ class Attempt:
     kind: ErrorKind
     reason: str
     hint: str
+    retry_after: float | None = None
 
     def describe(self) -> str:
         return f"{self.backend}: {self.kind.value}: {self.reason} (hint: {self.hint})"
@@ -42,7 +43,7 @@ class ChainFailed(InferrelayError):
     """The end of a walk with no answer; carries every attempt for the headers and the message."""
 
     def __init__(self, error: InferrelayError, attempts: list[Attempt]) -> None:
-        super().__init__(error.kind, error.message, param=error.param, hint=error.hint)
+        super().__init__(error.kind, error.message, param=error.param, hint=error.hint, retry_after=error.retry_after)
         self.attempts = attempts
 
 

@@ -8,6 +8,7 @@ cooling down, the least recently failed one is still tried.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -18,6 +19,7 @@ from inferrelay.errors import ErrorKind, InferrelayError, classify
 from inferrelay.providers.remote import RemoteClient
 from inferrelay.routing.cooldown import CooldownTracker
 from inferrelay.routing.fallback import Attempt, ChainFailed, Served
+from inferrelay.routing.ratelimit import RateLimiter
 from inferrelay.routing.resolve import Step
 from inferrelay.routing.stats import DeploymentBook
 
@@ -32,29 +34,32 @@ RemoteAction = Callable[[RemoteClient, str], Awaitable[T]]
 
 class StepRouter:
     def __init__(
-        self, settings: Settings, cooldowns: CooldownTracker | None = None, book: DeploymentBook | None = None
+        self,
+        settings: Settings,
+        cooldowns: CooldownTracker | None = None,
+        book: DeploymentBook | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self._settings = settings
         self.cooldowns = cooldowns or CooldownTracker()
         self.book = book or DeploymentBook()
-        self.clients = {
-            name: RemoteClient(name, config)
-            for name, config in settings.providers.items()
-            if isinstance(config, RemoteProvider)
-        }
+        remote = {name: c for name, c in settings.providers.items() if isinstance(c, RemoteProvider)}
+        self.clients = {name: RemoteClient(name, config) for name, config in remote.items()}
+        self.limits = RateLimiter(remote, clock or time.monotonic)
 
     async def serve(
-        self, requested: str, steps: list[Step], local: LocalAction[T], remote: RemoteAction[T]
+        self, requested: str, steps: list[Step], local: LocalAction[T], remote: RemoteAction[T], tokens: int = 0
     ) -> Served[T]:
+        """Walk `steps`; `tokens` is the request's estimated size for tpm limits."""
         attempts: list[Attempt] = []
         skipped: list[Step] = []
         for step in steps:
-            skip = self._skip_reason(step)
+            skip = self._skip_reason(step) or self._over_limit(step, tokens)
             if skip is not None:
-                error = skip
-                outcome: Served[T] | InferrelayError = error
-                attempts.append(Attempt(step.provider, error.kind, error.message, error.hint))
-                skipped.append(step)
+                outcome: Served[T] | InferrelayError = skip
+                attempts.append(Attempt(step.provider, skip.kind, skip.message, skip.hint, skip.retry_after))
+                if skip.kind is not ErrorKind.RATE_LIMITED:  # a limit holds even as a last resort
+                    skipped.append(step)
             else:
                 outcome = await self._try(step, local, remote, attempts)
             if isinstance(outcome, Served):
@@ -67,6 +72,11 @@ class StepRouter:
             if isinstance(outcome, Served):
                 return outcome
         lines = "; ".join(a.describe() for a in attempts)
+        limited = [a for a in attempts if a.kind is ErrorKind.RATE_LIMITED]
+        if limited and len(limited) == len(attempts):
+            wait = min(a.retry_after or 1.0 for a in limited)
+            message = f"rate limit reached for model {requested!r}: {lines}"
+            raise ChainFailed(InferrelayError(ErrorKind.RATE_LIMITED, message, retry_after=wait), attempts)
         message = f"every backend for model {requested!r} failed: {lines}"
         raise ChainFailed(InferrelayError(ErrorKind.ALL_BACKENDS_FAILED, message), attempts)
 
@@ -80,6 +90,15 @@ class StepRouter:
         if not self.cooldowns.admit(step.provider):
             return InferrelayError(ErrorKind.COOLING_DOWN, f"provider {step.provider!r} is cooling down")
         return None
+
+    def _over_limit(self, step: Step, tokens: int) -> InferrelayError | None:
+        if step.provider == LOCAL:
+            return None
+        wait = self.limits.admit(step.provider, tokens)
+        if wait == 0:
+            return None
+        message = f"provider {step.provider!r} is at its rpm/tpm limit for {wait:.1f}s more"
+        return InferrelayError(ErrorKind.RATE_LIMITED, message, retry_after=wait)
 
     async def check_health(self, name: str) -> bool:
         stats = self.book[name]

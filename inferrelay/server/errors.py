@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 
 from fastapi import FastAPI, Request
@@ -22,6 +23,8 @@ _TYPE_TAG = re.compile(r"^(str|int|float|bool|none|list\[.*\]|dict\[.*\]|functio
 
 def error_response(error: InferrelayError) -> JSONResponse:
     headers = {}
+    if error.retry_after is not None:
+        headers["retry-after"] = str(max(1, math.ceil(error.retry_after)))
     if isinstance(error, ChainFailed) and error.attempts:
         headers["x-inferrelay-attempts"] = attempts_header(error.attempts)
     return JSONResponse(error.body(), status_code=error.status, headers=headers)

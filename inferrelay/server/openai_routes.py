@@ -21,6 +21,7 @@ from inferrelay.providers.remote import RemoteClient
 from inferrelay.routing.batching import embed_sorted
 from inferrelay.routing.fallback import Served, attempts_header
 from inferrelay.routing.pool import LoadedSlot
+from inferrelay.routing.ratelimit import estimate_tokens
 from inferrelay.server.errors import sse_error
 from inferrelay.server.relay import Relay, relay_of
 from inferrelay.server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
@@ -80,6 +81,7 @@ async def _route(
     capability: Capability,
     local: Callable[[ModelSpec], Awaitable[Served[Any]]],
     remote: Callable[[RemoteClient, str], Awaitable[Any]],
+    body: dict[str, Any],
 ) -> Served[Any]:
     steps = relay.resolver.resolve(name, capability)
 
@@ -87,7 +89,7 @@ async def _route(
         relay.check_capability(spec, capability)
         return await local(spec)
 
-    return await relay.router.serve(name, steps, checked_local, remote)
+    return await relay.router.serve(name, steps, checked_local, remote, estimate_tokens(body))
 
 
 async def _generate(request: Request, body: ChatCompletionRequest | CompletionRequest, capability: Capability) -> Any:
@@ -112,7 +114,7 @@ async def _generate(request: Request, body: ChatCompletionRequest | CompletionRe
             upstream = await client.stream(path, forwarded, model, body.model)
             return OpenedStream(_remote_events(upstream.first, upstream.rest), upstream.aclose)
 
-        served = await _route(relay, body.model, capability, local_stream, remote_stream)
+        served = await _route(relay, body.model, capability, local_stream, remote_stream, forwarded)
         return ClosingStreamingResponse(served.result, served_headers(served))
 
     async def local(spec: ModelSpec) -> Served[dict[str, Any]]:
@@ -125,7 +127,7 @@ async def _generate(request: Request, body: ChatCompletionRequest | CompletionRe
     async def remote(client: RemoteClient, model: str) -> dict[str, Any]:
         return await client.post(path, forwarded, model, body.model)
 
-    served = await _route(relay, body.model, capability, local, remote)
+    served = await _route(relay, body.model, capability, local, remote, forwarded)
     return JSONResponse(served.result, headers=served_headers(served))
 
 
@@ -184,10 +186,12 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> JSONResponse:
 
         return await relay.chain.serve(spec, Capability.EMBEDDINGS, run)
 
-    async def remote(client: RemoteClient, model: str) -> dict[str, Any]:
-        return await client.post("embeddings", body.model_dump(exclude_unset=True), model, body.model)
+    forwarded = body.model_dump(exclude_unset=True)
 
-    served = await _route(relay, body.model, Capability.EMBEDDINGS, local, remote)
+    async def remote(client: RemoteClient, model: str) -> dict[str, Any]:
+        return await client.post("embeddings", forwarded, model, body.model)
+
+    served = await _route(relay, body.model, Capability.EMBEDDINGS, local, remote, forwarded)
     return JSONResponse(served.result, headers=served_headers(served))
 
 
