@@ -1,0 +1,172 @@
+"""The cost of the gateway itself: direct to a minimal upstream vs through inferrelay vs through LiteLLM.
+
+One run starts the minimal upstream (bench/minimal_upstream.py), an inferrelay
+server routing a model name to it, and a LiteLLM proxy doing the same
+(installed from PyPI into bench/.venv-litellm on first use), then sends the
+same chat request at concurrency 1 and 16 to each and reports requests per
+second, median and p95 latency, and the ratios.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/gateway.py [--requests 600] [--skip-litellm]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+BENCH = Path(__file__).resolve().parent
+LITELLM_VENV = BENCH / ".venv-litellm"
+MASTER_KEY = "sk-" + secrets.token_hex(32)
+BODY = {"model": "bench", "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def process(command: list[str], ready_url: str, env: dict[str, str] | None = None) -> Iterator[None]:
+    proc = subprocess.Popen(
+        command, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 180
+    try:
+        while True:
+            try:
+                if httpx.get(ready_url, timeout=1).status_code < 500:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{command[:3]} did not start: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}"
+                )
+            time.sleep(0.3)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+async def load(url: str, requests: int, concurrency: int) -> dict[str, float]:
+    latencies: list[float] = []
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    headers = {"authorization": f"Bearer {MASTER_KEY}"}  # LiteLLM wants a key; the others ignore it
+    async with httpx.AsyncClient(limits=limits, timeout=30, headers=headers) as client:
+        for _ in range(20):  # warm-up: connections, caches
+            (await client.post(url, json=BODY)).raise_for_status()
+        queue = iter(range(requests))
+
+        async def worker() -> None:
+            for _ in queue:
+                started = time.perf_counter()
+                response = await client.post(url, json=BODY)
+                latencies.append(time.perf_counter() - started)
+                response.raise_for_status()
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - started
+    ordered = sorted(latencies)
+    return {
+        "rps": requests / wall,
+        "median_ms": statistics.median(ordered) * 1000,
+        "p95_ms": ordered[int(len(ordered) * 0.95) - 1] * 1000,
+    }
+
+
+def ensure_litellm() -> Path:
+    litellm = LITELLM_VENV / "bin" / "litellm"
+    if not litellm.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
+        subprocess.run([str(LITELLM_VENV / "bin" / "pip"), "install", "-q", "litellm[proxy]"], check=True)
+    return litellm
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=600)
+    parser.add_argument("--skip-litellm", action="store_true")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="inferrelay-gateway-"))
+    up, relay, lite = free_port(), free_port(), free_port()
+    (work / "providers.yaml").write_text(
+        f"providers:\n  up:\n    type: openai_compatible\n    base_url: http://127.0.0.1:{up}/v1\n"
+        "    health_interval_s: 0\n    max_retries: 0\n"
+    )
+    (work / "model-mappings.yaml").write_text("exact_matches:\n  bench: {provider: up}\n")
+    (work / "litellm.yaml").write_text(
+        "model_list:\n  - model_name: bench\n    litellm_params:\n"
+        f"      model: openai/bench\n      api_base: http://127.0.0.1:{up}/v1\n      api_key: unused\n"
+        f"general_settings:\n  master_key: {MASTER_KEY}\n"
+    )
+    targets = {"direct": up, "inferrelay": relay}
+    results: dict[str, dict[int, dict[str, float]]] = {}
+    with process([sys.executable, str(BENCH / "minimal_upstream.py"), str(up)], f"http://127.0.0.1:{up}/health"):
+        inferrelay = [sys.executable, "-m", "inferrelay.cli", "serve", "--config", str(work), "--port", str(relay)]
+        with process([*inferrelay, "--log-level", "warning"], f"http://127.0.0.1:{relay}/health"):
+            litellm_command = (
+                [] if args.skip_litellm else [str(ensure_litellm()), "--config", str(work / "litellm.yaml")]
+            )
+            if litellm_command:
+                targets["litellm"] = lite
+                litellm_command += ["--port", str(lite), "--host", "127.0.0.1", "--num_workers", "1"]
+            with (
+                process(litellm_command, f"http://127.0.0.1:{lite}/health/liveliness")
+                if litellm_command
+                else _nothing()
+            ):
+                for name, port in targets.items():
+                    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+                    results[name] = {c: asyncio.run(load(url, args.requests, c)) for c in (1, 16)}
+    report(results)
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+def report(results: dict[str, dict[int, dict[str, float]]]) -> None:
+    direct = results["direct"]
+    rows = [
+        "| target | concurrency | req/s | median ms | p95 ms | added median ms | req/s vs direct |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, by_concurrency in results.items():
+        for concurrency, r in by_concurrency.items():
+            added = r["median_ms"] - direct[concurrency]["median_ms"]
+            ratio = r["rps"] / direct[concurrency]["rps"]
+            figures = f"{r['rps']:.0f} | {r['median_ms']:.2f} | {r['p95_ms']:.2f} | {added:.2f} | {ratio:.2f}"
+            rows.append(f"| {name} | {concurrency} | {figures} |")
+    if "litellm" in results:
+        for concurrency in (1, 16):
+            ratio = results["inferrelay"][concurrency]["rps"] / results["litellm"][concurrency]["rps"]
+            rows.append(f"\ninferrelay / LiteLLM throughput at concurrency {concurrency}: {ratio:.2f}x")
+    print("\n".join(rows))
+    out = BENCH / "results"
+    out.mkdir(exist_ok=True)
+    (out / "gateway.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
