@@ -540,12 +540,16 @@ def yes_no(flag: bool | None) -> str | None:
     return None if flag is None else ("yes" if flag else "no")
 
 
-TEXT_COLUMNS: list[Column] = [
+LOAD_COLUMNS: list[Column] = [
     ("engine", lambda r: r.engine),
     ("runner", lambda r: r.runner),
     ("load s (median)", lambda r: r.load_s),
     ("first load s", lambda r: r.first_load_s),
     ("ONNX export in first load", lambda r: yes_no(r.exported_on_first_load)),
+]
+
+TEXT_COLUMNS: list[Column] = [
+    *LOAD_COLUMNS,
     ("TTFT ms", lambda r: r.ttft_ms),
     ("tok/s", lambda r: r.tokens_per_s),
     ("tokens", lambda r: f"{r.tokens}/{r.max_tokens}" + (" (stopped early)" if r.stopped_early else "")),
@@ -553,11 +557,7 @@ TEXT_COLUMNS: list[Column] = [
 ]
 
 EMBED_COLUMNS: list[Column] = [
-    ("engine", lambda r: r.engine),
-    ("runner", lambda r: r.runner),
-    ("load s (median)", lambda r: r.load_s),
-    ("first load s", lambda r: r.first_load_s),
-    ("ONNX export in first load", lambda r: yes_no(r.exported_on_first_load)),
+    *LOAD_COLUMNS,
     ("sentences/s", lambda r: r.sentences_per_s),
     ("× sentence-transformers", lambda r: r.ratio_to_peer),
     ("min cosine to ST", lambda r: None if r.min_cosine_to_peer is None else f"{r.min_cosine_to_peer:.6f}"),

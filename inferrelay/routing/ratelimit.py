@@ -42,6 +42,9 @@ class RateLimiter:
                 buckets.append((TokenBucket(limits.tpm, clock), True))
             self._buckets[name] = buckets
 
+    def counts_tokens(self, provider: str) -> bool:
+        return any(counts for _, counts in self._buckets.get(provider, []))
+
     def admit(self, provider: str, tokens: int) -> float:
         """Take one request and `tokens` from the provider's buckets, or say how long to wait (taking nothing)."""
         buckets = self._buckets.get(provider, [])

@@ -48,13 +48,18 @@ class StepRouter:
         self.limits = RateLimiter(remote, clock or time.monotonic)
 
     async def serve(
-        self, requested: str, steps: list[Step], local: LocalAction[T], remote: RemoteAction[T], tokens: int = 0
+        self,
+        requested: str,
+        steps: list[Step],
+        local: LocalAction[T],
+        remote: RemoteAction[T],
+        estimate: Callable[[], int] = lambda: 0,
     ) -> Served[T]:
-        """Walk `steps`; `tokens` is the request's estimated size for tpm limits."""
+        """Walk `steps`; `estimate` gives the request's size in tokens, asked only where a tpm limit applies."""
         attempts: list[Attempt] = []
         skipped: list[Step] = []
         for step in steps:
-            skip = self._skip_reason(step) or self._over_limit(step, tokens)
+            skip = self._skip_reason(step) or self._over_limit(step, estimate)
             if skip is not None:
                 outcome: Served[T] | InferrelayError = skip
                 attempts.append(Attempt(step.provider, skip.kind, skip.message, skip.hint, skip.retry_after))
@@ -91,9 +96,10 @@ class StepRouter:
             return InferrelayError(ErrorKind.COOLING_DOWN, f"provider {step.provider!r} is cooling down")
         return None
 
-    def _over_limit(self, step: Step, tokens: int) -> InferrelayError | None:
+    def _over_limit(self, step: Step, estimate: Callable[[], int]) -> InferrelayError | None:
         if step.provider == LOCAL:
             return None
+        tokens = estimate() if self.limits.counts_tokens(step.provider) else 0
         wait = self.limits.admit(step.provider, tokens)
         if wait == 0:
             return None

@@ -89,7 +89,7 @@ async def _route(
         relay.check_capability(spec, capability)
         return await local(spec)
 
-    return await relay.router.serve(name, steps, checked_local, remote, estimate_tokens(body))
+    return await relay.router.serve(name, steps, checked_local, remote, lambda: estimate_tokens(body))
 
 
 async def _generate(request: Request, body: ChatCompletionRequest | CompletionRequest, capability: Capability) -> Any:
