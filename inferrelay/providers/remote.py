@@ -1,21 +1,29 @@
-"""A remote OpenAI-compatible server (vLLM, Ollama, llama.cpp server, ...) behind one pooled httpx client.
+"""A remote OpenAI-compatible server (vLLM, Ollama, llama.cpp server, ...) behind one pooled aiohttp session.
 
 Answers pass through unchanged except for `model`, which becomes the name the
 caller asked for. Failures are classified here, once, into the taxonomy.
+
+aiohttp rather than httpx: on the gateway benchmark httpx's client layers
+alone cost more than the whole 1 ms budget, and its client-wide cookie jar
+would carry one caller's upstream cookies to the next (docs/performance.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
+from yarl import URL
 
 from inferrelay.config.providers import RemoteProvider
 from inferrelay.errors import ErrorKind, InferrelayError
+
+JSON = {"content-type": "application/json"}
 
 
 @dataclass
@@ -24,69 +32,115 @@ class UpstreamStream:
 
     first: str
     rest: AsyncIterator[str]
-    response: httpx.Response
+    response: aiohttp.ClientResponse
 
     async def aclose(self) -> None:
-        await self.response.aclose()
+        self.response.close()
 
 
 class RemoteClient:
+    """One connection pool per provider, opened on first use inside the server's event loop."""
+
     def __init__(self, name: str, config: RemoteProvider) -> None:
         self.name = name
         self.config = config
-        headers = {}
+        self._base = URL(config.base_url.rstrip("/"))
+        self._urls: dict[str, URL] = {}
+        self._headers = {}
         key = os.environ.get(config.api_key_env) if config.api_key_env else None
         if key:
-            headers["authorization"] = f"Bearer {key}"
-        timeout = httpx.Timeout(config.timeouts.read_s, connect=config.timeouts.connect_s)
-        self._http = httpx.AsyncClient(base_url=config.base_url, headers=headers, timeout=timeout)
+            self._headers["authorization"] = f"Bearer {key}"
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=config.timeouts.connect_s, sock_read=config.timeouts.read_s
+        )
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                headers=self._headers,
+                timeout=self._timeout,
+                connector=aiohttp.TCPConnector(limit=100),
+                cookie_jar=aiohttp.DummyCookieJar(),  # one caller's cookies must not reach the next
+            )
+        return self._session
+
+    def _url(self, path: str) -> URL:
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = self._base / path
+        return url
 
     async def post(self, path: str, body: dict[str, Any], model: str, requested: str) -> dict[str, Any]:
+        data = json.dumps({**body, "model": model})
         try:
-            response = await self._http.post(path, json={**body, "model": model})
-        except httpx.HTTPError as exc:
+            async with self._http().post(self._url(path), data=data, headers=JSON) as response:
+                content = await response.read()
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
             raise classify_http(self.name, exc) from exc
-        if response.status_code >= 400:
-            raise status_error(self.name, response)
-        payload: dict[str, Any] = response.json()
-        payload["model"] = requested
+        if response.status >= 400:
+            raise status_error(self.name, response.status, content, response.headers.get("retry-after"))
+        try:
+            payload: dict[str, Any] = json.loads(content)
+            payload["model"] = requested
+        except (ValueError, TypeError) as exc:
+            raise InferrelayError(
+                ErrorKind.UPSTREAM_ERROR, f"provider {self.name!r} answered {response.status} without a JSON object"
+            ) from exc
         return payload
 
     async def stream(self, path: str, body: dict[str, Any], model: str, requested: str) -> UpstreamStream:
-        request = self._http.build_request("POST", path, json={**body, "model": model})
+        data = json.dumps({**body, "model": model})
         try:
-            response = await self._http.send(request, stream=True)
-        except httpx.HTTPError as exc:
+            response = await self._http().post(self._url(path), data=data, headers=JSON)
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
             raise classify_http(self.name, exc) from exc
-        if response.status_code >= 400:
-            await response.aread()
-            await response.aclose()
-            raise status_error(self.name, response)
+        if response.status >= 400:
+            try:
+                content = await response.read()
+            finally:
+                response.close()
+            raise status_error(self.name, response.status, content, response.headers.get("retry-after"))
         events = _sse_events(response, requested, self.name)
         try:
             first = await anext(events)  # a failure before the first event falls back
         except BaseException:
-            await response.aclose()
+            response.close()
             raise
         return UpstreamStream(first, events, response)
 
     async def health(self) -> bool:
         """GET health_endpoint on base_url's server (its root, not under /v1)."""
-        root = httpx.URL(self.config.base_url).copy_with(path="/", query=None)
+        url = self._base.with_path("/").join(URL(self.config.health_endpoint.lstrip("/")))
         try:
-            response = await self._http.get(str(root.join(self.config.health_endpoint)), timeout=5)
-        except httpx.HTTPError:
+            async with self._http().get(url, timeout=aiohttp.ClientTimeout(total=5)) as response:
+                await response.read()
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
             return False
-        return response.status_code < 400
+        return response.status < 400
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
 
-async def _sse_events(response: httpx.Response, requested: str, name: str) -> AsyncIterator[str]:
+async def _lines(response: aiohttp.ClientResponse) -> AsyncIterator[str]:
+    """The body's lines, however long, however the chunks fall."""
+    pending = b""
+    async for chunk in response.content.iter_any():
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            yield line.rstrip(b"\r").decode()
+    if pending:
+        yield pending.rstrip(b"\r").decode()
+
+
+async def _sse_events(response: aiohttp.ClientResponse, requested: str, name: str) -> AsyncIterator[str]:
     """`data:` events with the model renamed; `[DONE]` ends the stream."""
     try:
-        async for line in response.aiter_lines():
+        async for line in _lines(response):
             if not line.startswith("data:"):
                 continue
             data = line[5:].strip()
@@ -100,26 +154,26 @@ async def _sse_events(response: httpx.Response, requested: str, name: str) -> As
             if isinstance(event, dict) and "model" in event:
                 event["model"] = requested
             yield f"data: {json.dumps(event)}\n\n"
-    except httpx.HTTPError as exc:
+    except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
         raise classify_http(name, exc) from exc
 
 
-def classify_http(name: str, exc: httpx.HTTPError) -> InferrelayError:
-    if isinstance(exc, httpx.TimeoutException):
+def classify_http(name: str, exc: BaseException) -> InferrelayError:
+    if isinstance(exc, asyncio.TimeoutError):  # aiohttp's connect and read timeouts included
         return InferrelayError(ErrorKind.TIMEOUT, f"provider {name!r} timed out: {type(exc).__name__}")
     return InferrelayError(ErrorKind.TRANSIENT, f"provider {name!r} unreachable: {type(exc).__name__}: {exc}")
 
 
-def status_error(name: str, response: httpx.Response) -> InferrelayError:
+def status_error(name: str, status: int, content: bytes, retry_after: str | None) -> InferrelayError:
     """An upstream's HTTP error; a 4xx other than auth, not-found and 429 is the caller's mistake."""
-    status = response.status_code
+    text = content.decode(errors="replace")
     try:
-        detail = response.json().get("error", {}).get("message") or response.text[:300]
+        detail = json.loads(text).get("error", {}).get("message") or text[:300]
     except (ValueError, AttributeError):
-        detail = response.text[:300]
+        detail = text[:300]
     message = f"provider {name!r} answered {status}: {detail}"
     if status == 429:
-        return InferrelayError(ErrorKind.RATE_LIMITED, message, retry_after=_retry_after(response))
+        return InferrelayError(ErrorKind.RATE_LIMITED, message, retry_after=_seconds(retry_after))
     if status in (408, 504):
         return InferrelayError(ErrorKind.TIMEOUT, message)
     if status in (400, 413, 422):
@@ -129,8 +183,7 @@ def status_error(name: str, response: httpx.Response) -> InferrelayError:
     return InferrelayError(ErrorKind.UPSTREAM_ERROR, message)
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
+def _seconds(value: str | None) -> float | None:
     try:
         return float(value) if value is not None else None
     except ValueError:
