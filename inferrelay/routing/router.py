@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 from inferrelay.config.providers import LOCAL, RemoteProvider
 from inferrelay.config.schema import ModelSpec, Settings
@@ -30,6 +30,13 @@ MAX_BACKOFF_S = 5.0
 
 LocalAction = Callable[[ModelSpec], Awaitable[Served[T]]]
 RemoteAction = Callable[[RemoteClient, str], Awaitable[T]]
+
+
+@runtime_checkable
+class Lasting(Protocol):
+    """An answer that outlives the call that opened it (a stream): it counts as in flight until it closes."""
+
+    def on_close(self, callback: Callable[[], None]) -> None: ...
 
 
 class StepRouter:
@@ -192,7 +199,11 @@ class StepRouter:
                 attempts.append(Attempt(step.provider, error.kind, error.message, error.hint))
                 await asyncio.sleep(min(error.retry_after or 0.1 * 2**attempt, MAX_BACKOFF_S))
             else:
-                stats.finished(started)
+                stats.answered(started)  # for a stream: its time to first event
+                if isinstance(result, Lasting):
+                    result.on_close(stats.released)
+                else:
+                    stats.released()
                 self.cooldowns.succeeded(step.provider)
                 return result
         raise AssertionError("unreachable: the last attempt returns or raises")

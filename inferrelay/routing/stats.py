@@ -30,7 +30,11 @@ class DeploymentStats:
         return time.perf_counter()
 
     def finished(self, started: float, error: str | None = None) -> None:
-        self.in_flight -= 1
+        self.answered(started, error)
+        self.released()
+
+    def answered(self, started: float, error: str | None = None) -> None:
+        """The answer, or its first event for a stream, arrived (or the request failed)."""
         if error is not None:
             self.failures += 1
             self.last_error, self.last_error_at = error, utcnow()
@@ -39,6 +43,10 @@ class DeploymentStats:
         self.latency_ms = (
             sample if self.latency_ms is None else (LATENCY_WEIGHT * sample + (1 - LATENCY_WEIGHT) * self.latency_ms)
         )
+
+    def released(self) -> None:
+        """The request is over: a stream's last event is sent, or the stream is closed."""
+        self.in_flight -= 1
 
     def as_dict(self) -> dict[str, Any]:
         return {

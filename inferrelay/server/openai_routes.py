@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -46,10 +46,22 @@ def _as(model: LoadedModel, kind: type[Any]) -> Any:
 
 @dataclass
 class OpenedStream:
-    """A stream whose first event exists (so fallback is over); `close` stops its producer."""
+    """A stream whose first event exists (so fallback is over); `close` stops its producer, once."""
 
     events: AsyncIterator[str]
-    close: Callable[[], Awaitable[None]]
+    stop: Callable[[], Awaitable[None]]
+    closed: list[Callable[[], None]] = field(default_factory=list)
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        self.closed.append(callback)
+
+    async def close(self) -> None:
+        try:
+            await self.stop()
+        finally:
+            callbacks, self.closed = self.closed, []
+            for callback in callbacks:
+                callback()
 
 
 class ClosingStreamingResponse(StreamingResponse):

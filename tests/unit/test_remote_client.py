@@ -117,7 +117,8 @@ def test_a_slow_upstream_is_a_timeout_and_a_closed_port_is_transient() -> None:
 
     slow_error, closed_error = run(go())
     assert slow_error.kind is ErrorKind.TIMEOUT
-    assert closed_error.kind is ErrorKind.TRANSIENT and "'gone' unreachable" in closed_error.message
+    assert closed_error.kind is ErrorKind.TRANSIENT
+    assert "'gone' unreachable" in closed_error.message
 
 
 def test_health_asks_the_server_root_not_the_api_prefix() -> None:
