@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,13 @@ models:
     capabilities: [chat]
     engines: [fake]
     engine_options: {fake: {latency_ms: 1500}}
+  breaks-mid-stream:
+    source: fake
+    capabilities: [chat]
+    engines: [fake]
+    engine_options: {fake: {fail_kind: transient, fail_on: stream}}
 """
+NAMES = ("always-429", "429-once", "slow", "breaks-mid-stream")
 
 
 def write(folder: Path, name: str, text: str) -> None:
@@ -49,11 +56,11 @@ def front(start_server: Any, test_home: Path, tmp_path: Path) -> Any:
         f"    base_url: {upstream.url}/v1\n    health_interval_s: 0\n    max_retries: 2\n"
         "    timeouts: {connect_s: 2, read_s: 0.5}\n",
     )
-    chains = "".join(f"  {name}: {{chain: {name}-chain}}\n" for name in ("always-429", "429-once", "slow"))
+    chains = "".join(f"  {name}: {{chain: {name}-chain}}\n" for name in NAMES)
     steps = "".join(
         f"  {name}-chain:\n    - {{provider: up, model: {name}}}\n"
         "    - {provider: local, model: smollm2-135m-instruct}\n"
-        for name in ("always-429", "429-once", "slow")
+        for name in NAMES
     )
     write(config, "model-mappings.yaml", f"exact_matches:\n{chains}fallback_chains:\n{steps}")
     return start_server(test_home, "--config", str(config))
@@ -84,3 +91,16 @@ def test_timeouts_are_retried_then_fall_back(front: Any) -> None:
     assert response.status_code == 200, response.text
     assert response.headers["x-inferrelay-attempts"] == "up=timeout,up=timeout,up=timeout"
     assert response.headers["x-inferrelay-backend"] == "local/llamacpp"
+
+
+def test_an_upstream_stream_that_breaks_after_its_first_token_ends_with_an_error_event(front: Any) -> None:
+    body = {"model": "breaks-mid-stream", "messages": FRANCE, "max_tokens": 20, "stream": True}
+    with httpx.stream("POST", f"{front.url}/v1/chat/completions", json=body, timeout=60) as response:
+        assert response.status_code == 200
+        assert response.headers["x-inferrelay-backend"] == "up", "no fallback once a token is sent"
+        lines = [line.removeprefix("data: ") for line in response.iter_lines() if line]
+    assert lines[-1] == "[DONE]"
+    assert json.loads(lines[-2])["error"]["code"] == "transient"
+    sent = [json.loads(line) for line in lines[:-2]]
+    assert {event["model"] for event in sent} == {"breaks-mid-stream"}
+    assert "".join(e["choices"][0]["delta"].get("content", "") for e in sent) == "echo:"
