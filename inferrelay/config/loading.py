@@ -53,7 +53,12 @@ def load_settings(config_dir: Path | None, home: Path) -> Settings:
     if problems:
         raise ConfigError(problems)
     return Settings(
-        models=list(models.values()), fallback=mappings.fallback, home=home, providers=providers, routes=mappings
+        models=list(models.values()),
+        fallback=mappings.fallback,
+        home=home,
+        providers=providers,
+        routes=mappings,
+        runtime=mappings.runtime,
     )
 
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from inferrelay.config.runtime import RuntimeSettings
 from inferrelay.config.strict import Strict
 from inferrelay.engines.base import Capability
 
@@ -61,3 +62,4 @@ class MappingsFile(Strict):
     capabilities: dict[Capability, Target] = Field(default_factory=dict)
     fallback_chains: dict[str, Annotated[list[Target], Field(min_length=1)]] = Field(default_factory=dict)
     load_balancing: dict[str, BalancedGroup] = Field(default_factory=dict)
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)

@@ -10,7 +10,9 @@ from pydantic import Field, field_validator
 
 from inferrelay.config.mappings import MappingsFile
 from inferrelay.config.providers import LocalProvider, Provider
+from inferrelay.config.runtime import RuntimeSettings
 from inferrelay.config.strict import Strict
+from inferrelay.config.units import Duration
 from inferrelay.engines.base import Capability
 
 LOCAL_ONLY: dict[str, Provider] = {"local": LocalProvider(type="local")}
@@ -33,7 +35,14 @@ class ModelSpec(Strict):
     capabilities: list[Capability] = Field(min_length=1)
     engines: list[str] = Field(min_length=1, description="the fallback chain, first engine first")
     context_length: int = Field(default=2048, gt=0)
-    device: str = "auto"
+    device: str = Field(default="auto", description="auto (CUDA, then MPS, then CPU), cuda, cuda:N, mps or cpu")
+    dtype: str = Field(default="auto", description="auto (by device: SPEC §2), float32, float16 or bfloat16")
+    keep_alive: Duration | None = Field(
+        default=None,
+        description="idle time before unloading: seconds or '5m'; 0: after each request; negative: never. "
+        "Absent: runtime.keep_alive",
+    )
+    pinned: bool = Field(default=False, description="never evicted to make room for another model")
     engine_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per-engine settings, e.g. {'fake': {'latency_ms': 50}}"
     )
@@ -67,6 +76,7 @@ class Settings(Strict):
     routes: MappingsFile = Field(
         default_factory=MappingsFile, description="resolution and chains (model-mappings.yaml)"
     )
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     load_retry_after_s: float = Field(
         default=30.0, ge=0, description="how long a failed load is remembered before it is tried again"
     )

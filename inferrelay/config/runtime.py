@@ -1,0 +1,41 @@
+"""The `runtime:` section of model-mappings.yaml: where models may come from, memory, keep_alive."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+
+from inferrelay.config.strict import Strict
+from inferrelay.config.units import Duration, Size
+
+DEVICES = ("cpu", "cuda", "mps")
+
+
+class RuntimeSettings(Strict):
+    model_roots: list[Path] = Field(
+        default_factory=list,
+        description="folders that registered models must lie in; empty: $INFERRELAY_HOME/models",
+    )
+    memory_budget: dict[str, Size] = Field(
+        default_factory=dict,
+        description="bytes the loaded models may hold, per device (cpu, cuda, mps); absent: no fixed cap",
+    )
+    free_fraction: float = Field(
+        default=0.9,
+        gt=0,
+        le=1,
+        description="a load must also fit in this fraction of the memory the device has free now",
+    )
+    keep_alive: Duration = Field(default=300.0, description="the default idle time before a model is unloaded")
+
+    @field_validator("memory_budget")
+    @classmethod
+    def _known_devices(cls, budget: dict[str, int]) -> dict[str, int]:
+        unknown = sorted(set(budget) - set(DEVICES))
+        if unknown:
+            raise ValueError(f"unknown device {unknown[0]!r}: use {', '.join(DEVICES)}")
+        return budget
+
+    def roots(self, home: Path) -> list[Path]:
+        return [root.expanduser() for root in self.model_roots] or [home / "models"]
