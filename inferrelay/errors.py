@@ -28,6 +28,7 @@ class ErrorKind(str, Enum):
     CONTEXT_LENGTH = "context_length"
     MODEL_NOT_FOUND = "model_not_found"
     NOT_FOUND = "not_found"
+    CONFLICT = "conflict"
     DEPENDENCY_MISSING = "dependency_missing"
     ENGINE_UNAVAILABLE = "engine_unavailable"
     MODEL_LOAD_FAILED = "model_load_failed"
@@ -59,6 +60,9 @@ POLICIES: dict[ErrorKind, KindPolicy] = {
         404, "invalid_request_error", False, "GET /v1/models lists the models served here."
     ),
     ErrorKind.NOT_FOUND: KindPolicy(404, "invalid_request_error", False, "Check the name in the path."),
+    ErrorKind.CONFLICT: KindPolicy(
+        409, "invalid_request_error", False, "The name is taken: choose another or remove the existing one."
+    ),
     ErrorKind.DEPENDENCY_MISSING: KindPolicy(
         503, "server_error", True, "Install the missing library (the message says which)."
     ),

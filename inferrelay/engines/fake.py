@@ -2,8 +2,9 @@
 
 Options (a model's `engine_options.fake`): `latency_ms` per token,
 `fail_kind` (an error kind) with `fail_rate` (0..1) and `fail_on`
-("load", "request", or "stream": after the first token), `dimensions` of its embeddings, and `seed` for the
-failure draws.
+("load", "request", or "stream": after the first token), `fail_devices` (fail only when placed on
+one of these, e.g. ["cuda"], to rehearse a GPU running out of memory on a machine without one),
+`dimensions` of its embeddings, and `seed` for the failure draws.
 """
 
 from __future__ import annotations
@@ -40,18 +41,23 @@ class FakeOptions(Strict):
     fail_kind: ErrorKind | None = None
     fail_rate: float = Field(default=1.0, ge=0, le=1)
     fail_on: Literal["load", "request", "stream"] = "request"
+    fail_devices: list[str] | None = None
     dimensions: int = Field(default=384, gt=0)
     seed: int = 0
 
 
 class FaultInjector:
-    def __init__(self, options: FakeOptions) -> None:
+    def __init__(self, options: FakeOptions, device: str) -> None:
         self._options = options
         self._draws = random.Random(options.seed)
+        self._device = device
 
     def maybe_fail(self, stage: str) -> None:
         kind = self._options.fail_kind
         if kind is None or stage != self._options.fail_on:
+            return
+        devices = self._options.fail_devices
+        if devices is not None and self._device.split(":")[0] not in devices:
             return
         if self._draws.random() < self._options.fail_rate:
             raise InferrelayError(kind, f"fake engine: injected {kind.value} at {stage}")
@@ -66,7 +72,7 @@ class FakeEngine(Engine):
 
     def load(self, model: ModelSpec, device: str, home: Path) -> LoadedModel:
         options = FakeOptions.model_validate(model.engine_options.get("fake", {}))
-        faults = FaultInjector(options)
+        faults = FaultInjector(options, device)
         faults.maybe_fail("load")
         if model.is_encoder:
             return FakeEncoder(options, faults, model.context_length)

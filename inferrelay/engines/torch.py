@@ -24,7 +24,7 @@ from inferrelay.engines.base import (
 )
 from inferrelay.engines.chat_template import template_errors
 from inferrelay.engines.decoding import check_input_lengths
-from inferrelay.engines.devices import DTYPE_BY_DEVICE, choose_device
+from inferrelay.engines.devices import choose_device, pick_dtype
 from inferrelay.engines.optional import probe_imports, require
 from inferrelay.engines.pooling import mean_pool_normalized
 from inferrelay.errors import ErrorKind, InferrelayError
@@ -47,7 +47,7 @@ class TorchEngine(Engine):
         if source.format not in ("gguf", "hf_folder", "sentence_transformers"):
             raise InferrelayError(ErrorKind.MODEL_LOAD_FAILED, f"transformers cannot read {source.format} files")
         device = choose_device(device)
-        dtype = getattr(torch, DTYPE_BY_DEVICE.get(device, "float32"))
+        dtype = getattr(torch, pick_dtype(model.dtype, device))
         torch.set_num_threads(os.cpu_count() or 1)
         kwargs = _from_pretrained_args(source)
         try:

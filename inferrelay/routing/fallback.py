@@ -10,7 +10,7 @@ from inferrelay.config.schema import ModelSpec, Settings
 from inferrelay.engines.base import Capability, Engine
 from inferrelay.engines.registry import EngineRegistry
 from inferrelay.errors import ErrorKind, InferrelayError, classify
-from inferrelay.routing.pool import LoadedSlot, ModelPool, RememberedLoadFailure
+from inferrelay.runtime.pool import LoadedSlot, ModelPool, RememberedLoadFailure
 
 T = TypeVar("T")
 
@@ -58,11 +58,13 @@ class FallbackChain:
         spec: ModelSpec,
         capability: Capability,
         action: Callable[[LoadedSlot], Awaitable[T]],
+        keep_alive: float | None = None,
     ) -> Served[T]:
+        """Walk `spec`'s engines; `keep_alive` (from the request) replaces the serving model's."""
         attempts: list[Attempt] = []
         remembered: dict[str, float] = {}  # engines skipped on a recent load failure, and when
         for name in spec.engines:
-            outcome = await self._attempt(name, spec, capability, action, attempts, retry_now=False)
+            outcome = await self._attempt(name, spec, capability, action, attempts, keep_alive, retry_now=False)
             if isinstance(outcome, Served):
                 return outcome
             if isinstance(outcome, RememberedLoadFailure):
@@ -70,7 +72,7 @@ class FallbackChain:
         if remembered:
             # Everything is cooling down: the least recently failed engine is still tried.
             name = min(remembered, key=remembered.__getitem__)
-            outcome = await self._attempt(name, spec, capability, action, attempts, retry_now=True)
+            outcome = await self._attempt(name, spec, capability, action, attempts, keep_alive, retry_now=True)
             if isinstance(outcome, Served):
                 return outcome
         raise ChainFailed(_all_failed(spec, attempts), attempts)
@@ -82,13 +84,15 @@ class FallbackChain:
         capability: Capability,
         action: Callable[[LoadedSlot], Awaitable[T]],
         attempts: list[Attempt],
+        keep_alive: float | None,
         *,
         retry_now: bool,
     ) -> Served[T] | InferrelayError:
         """One engine's try: its answer, or the error it failed with (recorded in `attempts`)."""
         backend = f"local/{name}"
         try:
-            slot = await self._pool.slot(spec, self._usable_engine(name, capability), retry_now=retry_now)
+            engine = self._usable_engine(name, capability)
+            slot = await self._pool.slot(spec, engine, retry_now=retry_now, keep_alive=keep_alive)
             return Served(await action(slot), backend, attempts)
         except Exception as exc:
             error = classify(exc)

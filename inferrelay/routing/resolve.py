@@ -14,6 +14,7 @@ from inferrelay.config.schema import Settings
 from inferrelay.engines.base import Capability
 from inferrelay.errors import ErrorKind, InferrelayError
 from inferrelay.routing.stats import DeploymentBook
+from inferrelay.runtime.catalog import ModelCatalog
 
 
 @dataclass(frozen=True)
@@ -30,14 +31,18 @@ class Step:
 
 class Resolver:
     def __init__(
-        self, settings: Settings, book: DeploymentBook | None = None, draws: random.Random | None = None
+        self,
+        settings: Settings,
+        book: DeploymentBook | None = None,
+        draws: random.Random | None = None,
+        catalog: ModelCatalog | None = None,
     ) -> None:
         self._settings = settings
         self._book = book or DeploymentBook()
         self._draws = draws or random.Random()
         self._routes = settings.routes
         self._patterns = [(re.compile(p.pattern), p) for p in self._routes.patterns]
-        self._local = {m.name for m in settings.models}
+        self._local = catalog or ModelCatalog(settings.models)
         self._turns = {name: itertools.count() for name in self._routes.load_balancing}
 
     def resolve(self, name: str, capability: Capability) -> list[Step]:
@@ -78,7 +83,7 @@ class Resolver:
 
     def exposed(self) -> list[str]:
         """What GET /v1/models lists: local models, routed names, and models remote providers declare."""
-        names = [*self._local, *self._routes.exact_matches]
+        names = [*self._local.names(), *self._routes.exact_matches]
         for provider in self._settings.providers.values():
             if isinstance(provider, RemoteProvider):
                 names += provider.models

@@ -22,6 +22,7 @@ from inferrelay.routing.fallback import Attempt, ChainFailed, Served
 from inferrelay.routing.ratelimit import RateLimiter
 from inferrelay.routing.resolve import Step
 from inferrelay.routing.stats import DeploymentBook
+from inferrelay.runtime.catalog import ModelCatalog
 
 T = TypeVar("T")
 
@@ -46,8 +47,10 @@ class StepRouter:
         cooldowns: CooldownTracker | None = None,
         book: DeploymentBook | None = None,
         clock: Callable[[], float] | None = None,
+        catalog: ModelCatalog | None = None,
     ) -> None:
         self._settings = settings
+        self._catalog = catalog or ModelCatalog(settings.models)
         self.cooldowns = cooldowns or CooldownTracker()
         self.book = book or DeploymentBook()
         remote = {name: c for name, c in settings.providers.items() if isinstance(c, RemoteProvider)}
@@ -173,7 +176,7 @@ class StepRouter:
             return error
 
     async def _local(self, step: Step, local: LocalAction[T]) -> Served[T]:
-        spec = self._settings.model(step.model)
+        spec = self._catalog.get(step.model)
         if spec is None:
             raise InferrelayError(ErrorKind.MODEL_NOT_FOUND, f"no local model {step.model!r}")
         return await local(spec)

@@ -20,8 +20,8 @@ from inferrelay.errors import ErrorKind, InferrelayError, classify
 from inferrelay.providers.remote import RemoteClient
 from inferrelay.routing.batching import embed_sorted
 from inferrelay.routing.fallback import Served, attempts_header
-from inferrelay.routing.pool import LoadedSlot
 from inferrelay.routing.ratelimit import estimate_tokens
+from inferrelay.runtime.pool import LoadedSlot
 from inferrelay.server.errors import sse_error
 from inferrelay.server.relay import Relay, relay_of
 from inferrelay.server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
@@ -104,11 +104,11 @@ async def _route(
     return await relay.router.serve(name, steps, checked_local, remote, lambda: estimate_tokens(body))
 
 
-async def _generate(request: Request, body: ChatCompletionRequest | CompletionRequest, capability: Capability) -> Any:
+async def generate(request: Request, body: ChatCompletionRequest | CompletionRequest, capability: Capability) -> Any:
     relay = relay_of(request)
     generation = body.to_generation()
     shape = ResponseShape(body.model, chat=capability is Capability.CHAT)
-    forwarded = body.model_dump(exclude_unset=True)
+    forwarded = body.forwarded()
     path = PATHS[capability]
 
     if body.stream:
@@ -120,7 +120,7 @@ async def _generate(request: Request, body: ChatCompletionRequest | CompletionRe
                 first = await anext(pieces)  # a failure before the first piece falls back
                 return OpenedStream(_local_events(shape, first, pieces, body.include_usage), pieces.aclose)
 
-            return await relay.chain.serve(spec, capability, open_stream)
+            return await relay.chain.serve(spec, capability, open_stream, body.keep_alive)
 
         async def remote_stream(client: RemoteClient, model: str) -> OpenedStream:
             upstream = await client.stream(path, forwarded, model, body.model)
@@ -134,7 +134,7 @@ async def _generate(request: Request, body: ChatCompletionRequest | CompletionRe
             model: TextModel = _as(slot.model, TextModel)
             return shape.whole(await slot.call(lambda: model.generate(generation)))
 
-        return await relay.chain.serve(spec, capability, run)
+        return await relay.chain.serve(spec, capability, run, body.keep_alive)
 
     async def remote(client: RemoteClient, model: str) -> dict[str, Any]:
         return await client.post(path, forwarded, model, body.model)
@@ -168,12 +168,12 @@ async def _remote_events(first: str, rest: AsyncIterator[str]) -> AsyncIterator[
 
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
-    return await _generate(request, body, Capability.CHAT)
+    return await generate(request, body, Capability.CHAT)
 
 
 @router.post("/v1/completions")
 async def completions(body: CompletionRequest, request: Request) -> Any:
-    return await _generate(request, body, Capability.COMPLETION)
+    return await generate(request, body, Capability.COMPLETION)
 
 
 @router.post("/v1/embeddings")
@@ -196,9 +196,9 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> JSONResponse:
                 "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
             }
 
-        return await relay.chain.serve(spec, Capability.EMBEDDINGS, run)
+        return await relay.chain.serve(spec, Capability.EMBEDDINGS, run, body.keep_alive)
 
-    forwarded = body.model_dump(exclude_unset=True)
+    forwarded = body.forwarded()
 
     async def remote(client: RemoteClient, model: str) -> dict[str, Any]:
         return await client.post("embeddings", forwarded, model, body.model)
@@ -210,7 +210,7 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> JSONResponse:
 @router.get("/v1/models")
 async def models(request: Request) -> dict[str, Any]:
     relay = relay_of(request)
-    local = {spec.name: spec for spec in relay.settings.models}
+    local = {name: spec for name in relay.catalog.names() if (spec := relay.catalog.get(name))}
     data = []
     for name in relay.resolver.exposed():
         entry: dict[str, Any] = {"id": name, "object": "model", "created": 0, "owned_by": "inferrelay"}

@@ -11,9 +11,10 @@ from inferrelay.engines.base import Capability
 from inferrelay.engines.registry import EngineRegistry
 from inferrelay.errors import ErrorKind, InferrelayError
 from inferrelay.routing.fallback import FallbackChain
-from inferrelay.routing.pool import ModelPool
 from inferrelay.routing.resolve import Resolver
 from inferrelay.routing.router import StepRouter
+from inferrelay.runtime.catalog import ModelCatalog
+from inferrelay.runtime.pool import ModelPool
 
 
 @dataclass
@@ -24,6 +25,7 @@ class Relay:
     chain: FallbackChain
     resolver: Resolver
     router: StepRouter
+    catalog: ModelCatalog
 
     def check_capability(self, spec: ModelSpec, capability: Capability) -> None:
         """A local model asked for what it does not do is the caller's mistake."""

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from inferrelay.config.units import Duration
 from inferrelay.engines.base import GenerationRequest, Sampling
 
 UNSUPPORTED = {
@@ -28,6 +29,14 @@ class OpenAIRequest(BaseModel):
 
     model: str = Field(min_length=1)
     user: str | None = None
+    keep_alive: Duration | None = Field(
+        default=None,
+        description="inferrelay's extension, as Ollama's: how long the model stays loaded after this request",
+    )
+
+    def forwarded(self) -> dict[str, Any]:
+        """The body as the caller sent it, for a remote provider; inferrelay's own extensions stay here."""
+        return self.model_dump(exclude_unset=True, exclude={"keep_alive"})
 
     @model_validator(mode="before")
     @classmethod

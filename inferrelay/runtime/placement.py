@@ -1,0 +1,50 @@
+"""Before a load: the device (and why), the dtype, and the memory the model is expected to hold."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from inferrelay.config.schema import ModelSpec
+from inferrelay.config.sources import resolve_source
+from inferrelay.engines.devices import pick_device, pick_dtype
+from inferrelay.errors import InferrelayError
+from inferrelay.models.facts import ModelFacts, model_facts
+from inferrelay.runtime.memory import MemoryEstimate, estimate_memory
+
+
+@dataclass(frozen=True)
+class Planned:
+    device: str
+    device_reason: str
+    dtype: str
+    estimate: MemoryEstimate | None
+
+
+def plan_load(spec: ModelSpec, engine: str) -> Planned:
+    device, reason = pick_device(spec.device)
+    dtype = pick_dtype(spec.dtype, device)
+    return Planned(device, reason, dtype, estimate_for(spec, engine, dtype))
+
+
+def estimate_for(spec: ModelSpec, engine: str, dtype: str) -> MemoryEstimate | None:
+    """None when the source cannot be read: the engine's load then says what is wrong."""
+    facts = facts_for(spec.source)
+    if facts is None:
+        return None
+    return estimate_memory(facts, engine, dtype, spec.context_length, spec.is_encoder)
+
+
+def facts_for(source: str) -> ModelFacts | None:
+    try:
+        resolved = resolve_source(source)
+        stamp = resolved.path.stat().st_mtime_ns
+        return _facts(resolved.path, resolved.format, stamp)
+    except (InferrelayError, OSError):
+        return None
+
+
+@cache
+def _facts(path: Path, format: str, stamp: int) -> ModelFacts:
+    return model_facts(path, format)

@@ -1,0 +1,222 @@
+"""Loaded models: loads on demand, one at a time, within a memory budget; unloads when idle.
+
+One load runs per (model, engine) however many requests wait for it, and a
+request that goes away does not abandon a half-finished load. Loads are
+serialised so that the memory a load adds can be measured and charged to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from inferrelay.config.runtime import RuntimeSettings
+from inferrelay.config.schema import ModelSpec
+from inferrelay.engines.base import Engine, utcnow
+from inferrelay.errors import ErrorKind, InferrelayError, classify
+from inferrelay.runtime.eviction import choose_victims, holders
+from inferrelay.runtime.memory import available_bytes, format_bytes, process_rss
+from inferrelay.runtime.placement import Planned, plan_load
+from inferrelay.runtime.slots import LoadedSlot, Placement
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadFailure:
+    at: float
+    kind: ErrorKind
+    message: str
+    hint: str
+
+
+class RememberedLoadFailure(InferrelayError):
+    """A load that failed recently, answered from memory instead of loading again."""
+
+    def __init__(self, failure: LoadFailure) -> None:
+        super().__init__(failure.kind, f"{failure.message} (remembered)", hint=failure.hint)
+        self.failed_at = failure.at
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something the runtime did to a model on its own: an unload, an eviction, a move to the CPU."""
+
+    at: datetime
+    model: str
+    what: str
+    detail: str
+    freed_bytes: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"at": self.at.isoformat(), "what": self.what, "detail": self.detail, "freed_bytes": self.freed_bytes}
+
+
+class ModelPool:
+    def __init__(
+        self,
+        home: Path,
+        retry_after_s: float,
+        runtime: RuntimeSettings | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._home = home
+        self._retry_after_s = retry_after_s
+        self._runtime = runtime or RuntimeSettings()
+        self._clock = clock
+        self._slots: dict[tuple[str, str], LoadedSlot] = {}
+        self._failed: dict[tuple[str, str], LoadFailure] = {}
+        self._loading: dict[tuple[str, str], asyncio.Task[LoadedSlot]] = {}
+        self._load_lock = asyncio.Lock()
+        self.loads = 0
+        self.events: list[Event] = []
+
+    async def slot(
+        self, spec: ModelSpec, engine: Engine, *, retry_now: bool = False, keep_alive: float | None = None
+    ) -> LoadedSlot:
+        """The loaded model, loading it first if needed; `keep_alive` (per request) replaces the model's."""
+        key = (spec.name, engine.name)
+        slot = self._slots.get(key)
+        if slot is None:
+            failure = self._failed.get(key)
+            if failure and not retry_now and self._clock() - failure.at < self._retry_after_s:
+                raise RememberedLoadFailure(failure)
+            task = self._loading.get(key)
+            if task is None:
+                task = asyncio.create_task(self._load(key, spec, engine))
+                self._loading[key] = task
+            slot = await asyncio.shield(task)
+        if keep_alive is not None:
+            slot.keep_alive = keep_alive
+        return slot
+
+    def loaded(self, name: str | None = None) -> list[LoadedSlot]:
+        return [slot for (model, _), slot in self._slots.items() if name is None or model == name]
+
+    def loading(self, name: str) -> bool:
+        return any(model == name for model, _ in self._loading)
+
+    def failure(self, name: str) -> LoadFailure | None:
+        return next((f for (model, _), f in self._failed.items() if model == name), None)
+
+    async def _load(self, key: tuple[str, str], spec: ModelSpec, engine: Engine) -> LoadedSlot:
+        try:
+            async with self._load_lock:
+                planned = await asyncio.to_thread(plan_load, spec, engine.name)
+                await self._make_room(spec, planned)
+                slot = await self._load_on(spec, engine, planned)
+        except Exception as exc:
+            error = classify(exc, loading=True)
+            if error.kind is not ErrorKind.OUT_OF_MEMORY:  # memory frees up: do not remember a refusal
+                self._failed[key] = LoadFailure(self._clock(), error.kind, error.message, error.hint)
+            raise error from exc
+        finally:
+            self._loading.pop(key, None)
+        self._failed.pop(key, None)
+        slot.on_idle = self._idle
+        self._slots[key] = slot
+        self.loads += 1
+        return slot
+
+    async def _load_on(self, spec: ModelSpec, engine: Engine, planned: Planned) -> LoadedSlot:
+        """Load, measuring what it adds; out of GPU memory, load again on the CPU."""
+        try:
+            return await asyncio.to_thread(self._measured_load, spec, engine, planned)
+        except Exception as exc:
+            error = classify(exc, loading=True)
+            if error.kind is not ErrorKind.OUT_OF_MEMORY or planned.device == "cpu":
+                raise
+            self.events.append(Event(utcnow(), spec.name, "moved_to_cpu", f"{planned.device}: {error.message}"))
+            log.warning("%s ran out of memory on %s; loading it on the CPU", spec.name, planned.device)
+            cpu = await asyncio.to_thread(plan_load, spec.model_copy(update={"device": "cpu"}), engine.name)
+            await self._make_room(spec, cpu)
+            return await asyncio.to_thread(self._measured_load, spec, engine, cpu)
+
+    def _measured_load(self, spec: ModelSpec, engine: Engine, planned: Planned) -> LoadedSlot:
+        before, started = process_rss(), time.perf_counter()
+        model = engine.load(spec.model_copy(update={"dtype": planned.dtype}), planned.device, self._home)
+        seconds = time.perf_counter() - started
+        held = max(0, process_rss() - before) if planned.device == "cpu" else 0
+        placement = Placement(
+            engine.name, planned.device, planned.device_reason, planned.dtype, planned.estimate, held, seconds
+        )
+        keep_alive = spec.keep_alive if spec.keep_alive is not None else self._runtime.keep_alive
+        return LoadedSlot(model, spec, placement, keep_alive, self._clock)
+
+    def room(self, device: str) -> int | None:
+        """Bytes a new model may take on `device` now: within the budget and the free memory; None: no limit known."""
+        kind = device.split(":")[0]
+        limits = []
+        budget = self._runtime.memory_budget.get(kind)
+        if budget is not None:
+            charged = sum(s.placement.charged_bytes for s in self._slots.values() if s.placement.device == device)
+            limits.append(budget - charged)
+        free = available_bytes(device)
+        if free is not None:
+            limits.append(int(free * self._runtime.free_fraction))
+        return min(limits) if limits else None
+
+    async def _make_room(self, spec: ModelSpec, planned: Planned) -> None:
+        """Evict idle models until `planned` fits, or refuse before loading anything."""
+        if planned.estimate is None:
+            return
+        needed = planned.estimate.total
+        room = self.room(planned.device)
+        if room is None or needed <= room:
+            return
+        on_device = [s for s in self._slots.values() if s.placement.device == planned.device]
+        victims = choose_victims(on_device, needed, room, self._clock())
+        for victim in victims or []:
+            await self._unload(victim, "evicted", f"to make room for {spec.name}")
+        room = self.room(planned.device)
+        if room is not None and needed > room:
+            estimate = planned.estimate
+            raise InferrelayError(
+                ErrorKind.OUT_OF_MEMORY,
+                f"{spec.name} needs about {format_bytes(needed)} on {planned.device} (weights "
+                f"{format_bytes(estimate.weights)}, KV cache {format_bytes(estimate.kv_cache)}, overhead "
+                f"{format_bytes(estimate.overhead)}) but {format_bytes(max(room, 0))} is free within the budget; "
+                f"held by: {holders(on_device)}",
+                hint="Unload or unpin a model, raise runtime.memory_budget, or use a smaller model or context.",
+            )
+
+    async def unload(self, name: str, reason: str = "requested") -> list[Event]:
+        return [await self._unload(slot, "unloaded", reason) for slot in self.loaded(name)]
+
+    async def _unload(self, slot: LoadedSlot, what: str, detail: str) -> Event:
+        key = (slot.spec.name, slot.placement.engine)
+        if self._slots.get(key) is slot:
+            del self._slots[key]  # new requests load afresh; those under way finish first
+        before = process_rss()
+        await asyncio.to_thread(slot.close)
+        freed = max(0, before - process_rss())
+        event = Event(utcnow(), slot.spec.name, what, f"{slot.placement.engine}: {detail}", freed)
+        self.events.append(event)
+        log.info("%s %s (%s), freed %s", slot.spec.name, what, detail, format_bytes(freed))
+        return event
+
+    def _idle(self, slot: LoadedSlot) -> None:
+        if slot.keep_alive == 0:
+            asyncio.get_running_loop().create_task(self._unload(slot, "unloaded", "keep_alive 0: after its request"))
+
+    async def reap(self) -> None:
+        """Unload every model idle past its keep_alive."""
+        now = self._clock()
+        for slot in [s for s in self._slots.values() if s.expired(now)]:
+            await self._unload(slot, "unloaded", f"idle past keep_alive {slot.keep_alive:g}s")
+
+    async def reap_forever(self, interval_s: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            await self.reap()
+
+    def close(self) -> None:
+        for slot in self._slots.values():
+            slot.close()
+        self._slots.clear()
