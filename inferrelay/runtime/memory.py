@@ -7,6 +7,9 @@ cache for the model's context length, and a fixed runtime allowance.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import resource
 import sys
 from dataclasses import dataclass
@@ -79,6 +82,21 @@ def process_rss() -> int:
         return int(statm.read_text().split()[1]) * resource.getpagesize()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
+
+
+def release_freed() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc keeps them otherwise).
+
+    Without this an unloaded model's memory stays in the process, unload
+    frees nothing that the OS can see, and the next load reuses it, so
+    neither figure would be true.
+    """
+    gc.collect()
+    libc_name = ctypes.util.find_library("c")
+    if sys.platform.startswith("linux") and libc_name:
+        libc = ctypes.CDLL(libc_name)
+        if hasattr(libc, "malloc_trim"):
+            libc.malloc_trim(0)
 
 
 def _meminfo(field: str) -> int | None:

@@ -21,7 +21,7 @@ from inferrelay.config.schema import ModelSpec
 from inferrelay.engines.base import Engine, utcnow
 from inferrelay.errors import ErrorKind, InferrelayError, classify
 from inferrelay.runtime.eviction import choose_victims, holders
-from inferrelay.runtime.memory import available_bytes, format_bytes, process_rss
+from inferrelay.runtime.memory import available_bytes, format_bytes, process_rss, release_freed
 from inferrelay.runtime.placement import Planned, plan_load
 from inferrelay.runtime.slots import LoadedSlot, Placement
 
@@ -195,6 +195,7 @@ class ModelPool:
             del self._slots[key]  # new requests load afresh; those under way finish first
         before = process_rss()
         await asyncio.to_thread(slot.close)
+        await asyncio.to_thread(release_freed)
         freed = max(0, before - process_rss())
         event = Event(utcnow(), slot.spec.name, what, f"{slot.placement.engine}: {detail}", freed)
         self.events.append(event)

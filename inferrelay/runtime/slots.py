@@ -27,6 +27,13 @@ T = TypeVar("T")
 _END = object()
 
 
+class _Unloaded(LoadedModel):
+    engine_name = "unloaded"
+
+
+UNLOADED = _Unloaded()
+
+
 class WorkerStream(Generic[T]):
     """Items produced on a worker thread, read on the loop; `aclose` stops the producer."""
 
@@ -160,6 +167,7 @@ class LoadedSlot:
         self.closed = True
         self._worker.submit(self.model.close)
         self._worker.shutdown(wait=True)
+        self.model = UNLOADED  # the slot's reference was the engine objects' last: now they can be freed
 
     def describe(self, now: float) -> dict[str, Any]:
         placement = self.placement
