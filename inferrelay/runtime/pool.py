@@ -73,6 +73,7 @@ class ModelPool:
         self._slots: dict[tuple[str, str], LoadedSlot] = {}
         self._failed: dict[tuple[str, str], LoadFailure] = {}
         self._loading: dict[tuple[str, str], asyncio.Task[LoadedSlot]] = {}
+        self._unloading: list[str] = []
         self._load_lock = asyncio.Lock()
         self.loads = 0
         self.events: list[Event] = []
@@ -101,6 +102,9 @@ class ModelPool:
 
     def loading(self, name: str) -> bool:
         return any(model == name for model, _ in self._loading)
+
+    def unloading(self, name: str) -> bool:
+        return name in self._unloading
 
     def failure(self, name: str) -> LoadFailure | None:
         return next((f for (model, _), f in self._failed.items() if model == name), None)
@@ -193,12 +197,16 @@ class ModelPool:
         key = (slot.spec.name, slot.placement.engine)
         if self._slots.get(key) is slot:
             del self._slots[key]  # new requests load afresh; those under way finish first
-        before = process_rss()
-        await asyncio.to_thread(slot.close)
-        await asyncio.to_thread(release_freed)
-        freed = max(0, before - process_rss())
-        event = Event(utcnow(), slot.spec.name, what, f"{slot.placement.engine}: {detail}", freed)
-        self.events.append(event)
+        self._unloading.append(slot.spec.name)
+        try:
+            before = process_rss()
+            await asyncio.to_thread(slot.close)
+            await asyncio.to_thread(release_freed)
+            freed = max(0, before - process_rss())
+            event = Event(utcnow(), slot.spec.name, what, f"{slot.placement.engine}: {detail}", freed)
+            self.events.append(event)
+        finally:
+            self._unloading.remove(slot.spec.name)
         log.info("%s %s (%s), freed %s", slot.spec.name, what, detail, format_bytes(freed))
         return event
 

@@ -69,7 +69,12 @@ def model_view(relay: Relay, spec: ModelSpec, pool: ModelPool) -> dict[str, Any]
     now = time.monotonic()
     loaded = pool.loaded(spec.name)
     failure = pool.failure(spec.name)
-    state = "loaded" if loaded else "loading" if pool.loading(spec.name) else "failed" if failure else "unloaded"
+    if loaded:
+        state = "loaded"
+    elif pool.loading(spec.name) or pool.unloading(spec.name):
+        state = "loading" if pool.loading(spec.name) else "unloading"
+    else:
+        state = "failed" if failure else "unloaded"
     registration = relay.catalog.registration(spec.name)
     return {
         **spec.model_dump(mode="json"),
