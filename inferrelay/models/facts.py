@@ -138,7 +138,7 @@ def _safetensors_parameters(files: list[Path]) -> int | None:
     for file in files:
         try:
             total += _safetensors_elements(file)
-        except (OSError, ValueError, KeyError, TypeError, struct.error) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, struct.error) as exc:
             raise _failed(f"{file} is not a readable safetensors file: {exc}") from exc
     return total
 

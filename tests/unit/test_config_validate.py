@@ -123,6 +123,26 @@ def test_providers_mistakes(tmp_path: Path, providers: str, expected: str) -> No
             "model-mappings.yaml:2: fallback_chains.c: List should have at least 1 item",
             id="empty-chain",
         ),
+        pytest.param(
+            "runtime:\n  memory_budget: {gpu: 4GiB}\n",
+            "model-mappings.yaml:2: runtime.memory_budget: unknown device 'gpu': use cpu, cuda, mps",
+            id="budget-unknown-device",
+        ),
+        pytest.param(
+            "runtime:\n  memory_budget:\n    cpu: lots\n",
+            "model-mappings.yaml:3: runtime.memory_budget.cpu: 'lots' is not a size",
+            id="budget-not-a-size",
+        ),
+        pytest.param(
+            "runtime:\n  keep_alive: soon\n",
+            "model-mappings.yaml:2: runtime.keep_alive: 'soon' is not a duration",
+            id="keep-alive-not-a-duration",
+        ),
+        pytest.param(
+            "models:\n  smollm2-135m-instruct:\n    keep_alive: 5 minutes\n",
+            "model-mappings.yaml:3: models.smollm2-135m-instruct.keep_alive: '5 minutes' is not a duration",
+            id="model-keep-alive",
+        ),
     ],
 )
 def test_mappings_mistakes(tmp_path: Path, mappings: str, expected: str) -> None:
