@@ -1,8 +1,8 @@
 """Memory before a load (an estimate from the files) and after (measured); free memory per device.
 
-The estimates are rules of thumb per engine (one table), compared with
-measurements in docs/runtime.md: weights as the engine holds them, the KV
-cache for the model's context length, and a fixed runtime allowance.
+The estimates are rules of thumb, one row per engine in `ENGINES`: weights as
+the engine holds them, the KV cache for the model's context length, and a
+fixed runtime allowance. docs/runtime.md compares them with measurements.
 """
 
 from __future__ import annotations
@@ -14,31 +14,39 @@ import resource
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from inferrelay.models.facts import ModelFacts
 
 MIB = 2**20
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
+DTYPE: Literal["dtype"] = "dtype"
+"""Bytes of the dtype the model runs in, per parameter or KV element."""
+STORED: Literal["stored"] = "stored"
+"""Weights held as the files store them (a GGUF's quantised bytes)."""
+
+PerUnit = float | Literal["dtype"]
 
 
 @dataclass(frozen=True)
 class EngineMemory:
-    """How an engine holds a model: bytes per parameter (None: the file as stored), KV element bytes, overhead."""
+    """How an engine holds a model: bytes per decoder or encoder parameter, per KV element, and its allowances."""
 
-    weight_bytes_per_parameter: float | None
-    kv_bytes: float | None  # None: the dtype's size
+    decoder_weights: PerUnit | Literal["stored"]
+    encoder_weights: PerUnit | Literal["stored"]
+    kv_element: PerUnit
     overhead: int
+    encoder_activations: int
 
 
 ENGINES: dict[str, EngineMemory] = {
-    "llamacpp": EngineMemory(None, 2, 32 * MIB),  # quantised weights as stored; f16 KV cache
-    "torch": EngineMemory(-1, None, 128 * MIB),  # -1: the dtype's bytes per parameter
-    "onnx": EngineMemory(1, 4, 64 * MIB),  # int8 decoder exports; fp32 encoder exports (below)
-    "fake": EngineMemory(0, 0, 0),
+    "llamacpp": EngineMemory(STORED, STORED, 2, 32 * MIB, 32 * MIB),  # f16 KV cache by default
+    "torch": EngineMemory(DTYPE, DTYPE, DTYPE, 128 * MIB, 32 * MIB),
+    "onnx": EngineMemory(1, 4, 4, 64 * MIB, 32 * MIB),  # int8 decoder exports, fp32 encoder exports
+    "fake": EngineMemory(0, 0, 0, 0, 0),
 }
-ONNX_ENCODER_BYTES = 4
-ENCODER_ACTIVATIONS = 32 * MIB
+OTHER_ENGINE = EngineMemory(STORED, STORED, DTYPE, 64 * MIB, 32 * MIB)
+"""A third-party engine: its weights counted as the files' bytes."""
 
 
 @dataclass(frozen=True)
@@ -58,25 +66,38 @@ class MemoryEstimate:
 def estimate_memory(
     facts: ModelFacts, engine: str, dtype: str, context_length: int, is_encoder: bool
 ) -> MemoryEstimate:
-    rule = ENGINES.get(engine, EngineMemory(None, None, 64 * MIB))
-    dtype_bytes = DTYPE_BYTES.get(dtype, 4)
-    per_parameter = rule.weight_bytes_per_parameter
-    if per_parameter == -1 or (engine == "onnx" and is_encoder):
-        per_parameter = dtype_bytes if engine == "torch" else ONNX_ENCODER_BYTES
-    if per_parameter is None or facts.parameters is None:
-        weights = facts.weight_bytes
-    else:
-        weights = int(facts.parameters * per_parameter)
-    kv = 0
-    if not is_encoder and facts.layers and facts.kv_heads and facts.head_dim:
-        element = rule.kv_bytes if rule.kv_bytes is not None else dtype_bytes
-        kv = int(2 * facts.layers * facts.kv_heads * facts.head_dim * context_length * element)
-    overhead = rule.overhead + (ENCODER_ACTIVATIONS if is_encoder and engine != "fake" else 0)
-    return MemoryEstimate(weights, kv, overhead)
+    """What `engine` should hold for this model in `dtype`: an estimate, measured against in docs/runtime.md."""
+    rule = ENGINES.get(engine, OTHER_ENGINE)
+    if is_encoder:
+        return MemoryEstimate(_weights(facts, rule.encoder_weights, dtype), 0, rule.overhead + rule.encoder_activations)
+    kv_cache = _kv_cache(facts, _per_unit(rule.kv_element, dtype), context_length)
+    return MemoryEstimate(_weights(facts, rule.decoder_weights, dtype), kv_cache, rule.overhead)
+
+
+def _per_unit(rule: PerUnit, dtype: str) -> float:
+    return DTYPE_BYTES.get(dtype, DTYPE_BYTES["float32"]) if rule == DTYPE else rule
+
+
+def _weights(facts: ModelFacts, held: PerUnit | Literal["stored"], dtype: str) -> int:
+    if held == STORED:
+        return facts.weight_bytes
+    per_parameter = _per_unit(held, dtype)
+    if facts.parameters is not None:
+        return int(facts.parameters * per_parameter)
+    # Parameters unknown (pickled or ONNX weights): the files, scaled from the dtype they are stored in.
+    stored = DTYPE_BYTES.get(facts.stored_dtype or "", per_parameter)  # unknown: held as stored
+    return int(facts.weight_bytes * per_parameter / stored) if stored else 0
+
+
+def _kv_cache(facts: ModelFacts, element_bytes: float, context_length: int) -> int:
+    """Keys and values for every layer and KV head over the context; 0 when the files do not say the dimensions."""
+    if not (facts.layers and facts.kv_heads and facts.head_dim):
+        return 0
+    return int(2 * facts.layers * facts.kv_heads * facts.head_dim * context_length * element_bytes)
 
 
 def process_rss() -> int:
-    """Resident bytes of this process now."""
+    """Resident bytes of this process now (Linux); elsewhere its peak, the closest figure getrusage gives."""
     statm = Path("/proc/self/statm")
     if statm.exists():
         return int(statm.read_text().split()[1]) * resource.getpagesize()
@@ -120,6 +141,7 @@ def _cuda(device: str) -> tuple[int, int] | None:
 
 
 def available_bytes(device: str) -> int | None:
+    """Free memory on `device` now; None where it cannot be known cheaply (MPS, CUDA before torch is loaded)."""
     if device == "cpu":
         return _meminfo("MemAvailable")
     if device.startswith("cuda"):
@@ -129,6 +151,7 @@ def available_bytes(device: str) -> int | None:
 
 
 def device_total_bytes(device: str) -> int | None:
+    """All the memory `device` has, by the same rules as available_bytes."""
     if device == "cpu":
         return _meminfo("MemTotal")
     if device.startswith("cuda"):
@@ -138,6 +161,7 @@ def device_total_bytes(device: str) -> int | None:
 
 
 def format_bytes(n: int) -> str:
+    """For messages and logs: "512.0 MiB", "1.25 GiB"."""
     if abs(n) >= 2**30:
         return f"{n / 2**30:.2f} GiB"
     return f"{n / MIB:.1f} MiB"
