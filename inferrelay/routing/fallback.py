@@ -93,7 +93,15 @@ class FallbackChain:
         try:
             engine = self._usable_engine(name, capability)
             slot = await self._pool.slot(spec, engine, retry_now=retry_now, keep_alive=keep_alive)
-            return Served(await action(slot), backend, attempts)
+            try:
+                return Served(await action(slot), backend, attempts)
+            except Exception as exc:
+                if not self._pool.out_of_gpu_memory(slot, classify(exc)):
+                    raise
+                # reloaded on the CPU by the pool; the same engine tries once more there
+                await self._pool.move_to_cpu(slot, classify(exc).message)
+                slot = await self._pool.slot(spec, engine, retry_now=True, keep_alive=keep_alive)
+                return Served(await action(slot), backend, attempts)
         except Exception as exc:
             error = classify(exc)
             if not error.kind.policy.falls_back:

@@ -74,6 +74,7 @@ class ModelPool:
         self._failed: dict[tuple[str, str], LoadFailure] = {}
         self._loading: dict[tuple[str, str], asyncio.Task[LoadedSlot]] = {}
         self._unloading: list[str] = []
+        self._on_cpu: set[str] = set()  # models that ran out of GPU memory: loaded on the CPU from then on
         self._load_lock = asyncio.Lock()
         self.loads = 0
         self.events: list[Event] = []
@@ -112,7 +113,8 @@ class ModelPool:
     async def _load(self, key: tuple[str, str], spec: ModelSpec, engine: Engine) -> LoadedSlot:
         try:
             async with self._load_lock:
-                planned = await asyncio.to_thread(plan_load, spec, engine.name)
+                placed = spec.model_copy(update={"device": "cpu"}) if spec.name in self._on_cpu else spec
+                planned = await asyncio.to_thread(plan_load, placed, engine.name)
                 await self._make_room(spec, planned)
                 slot = await self._load_on(spec, engine, planned)
         except Exception as exc:
@@ -152,6 +154,17 @@ class ModelPool:
         )
         keep_alive = spec.keep_alive if spec.keep_alive is not None else self._runtime.keep_alive
         return LoadedSlot(model, spec, placement, keep_alive, self._clock)
+
+    def out_of_gpu_memory(self, slot: LoadedSlot, error: InferrelayError) -> bool:
+        return error.kind is ErrorKind.OUT_OF_MEMORY and slot.placement.device != "cpu"
+
+    async def move_to_cpu(self, slot: LoadedSlot, reason: str) -> None:
+        """A request ran out of GPU memory: unload the model; its next load is on the CPU."""
+        self._on_cpu.add(slot.spec.name)
+        log.warning(
+            "%s ran out of memory on %s serving a request; moving it to the CPU", slot.spec.name, slot.placement.device
+        )
+        await self._unload(slot, "moved_to_cpu", f"a request ran out of memory on {slot.placement.device}: {reason}")
 
     def room(self, device: str) -> int | None:
         """Bytes a new model may take on `device` now: within the budget and the free memory; None: no limit known."""

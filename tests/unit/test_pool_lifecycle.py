@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
-from inferrelay.config.schema import ModelSpec
-from inferrelay.engines.base import Capability
+from inferrelay.config.schema import ModelSpec, Settings
+from inferrelay.engines.base import Capability, GenerationRequest
 from inferrelay.engines.fake import FakeEngine
+from inferrelay.engines.registry import EngineRegistry
+from inferrelay.routing.fallback import FallbackChain
 from inferrelay.runtime.pool import ModelPool
 
 
@@ -87,4 +90,23 @@ def test_out_of_gpu_memory_at_load_moves_the_model_to_the_cpu(tmp_path: Path) ->
     (event,) = pool.events
     assert event.what == "moved_to_cpu"
     assert "cuda" in event.detail
+    pool.close()
+
+
+def test_a_request_out_of_gpu_memory_moves_the_model_to_the_cpu_and_is_answered(tmp_path: Path) -> None:
+
+    options = {"fake": {"fail_kind": "out_of_memory", "fail_on": "request", "fail_devices": ["cuda"]}}
+    spec = fake_spec(device="cuda", engine_options=options)
+    pool = ModelPool(tmp_path, 30)
+    chain = FallbackChain(Settings(models=[spec], home=tmp_path), EngineRegistry.discover(), pool)
+
+    async def answer(slot: Any) -> str:
+        text = await slot.call(lambda: slot.model.generate(GenerationRequest(prompt="hello there", max_tokens=3)))
+        return f"{slot.placement.device}: {text.text}"
+
+    served = asyncio.run(chain.serve(spec, Capability.CHAT, answer))
+    assert served.result == "cpu: echo: hello there"
+    assert served.attempts == [], "the move is a remediation, not a failed attempt"
+    assert [e.what for e in pool.events] == ["moved_to_cpu"]
+    assert "out of memory on cuda" in pool.events[0].detail
     pool.close()
