@@ -1,4 +1,4 @@
-"""The command line: `inferrelay serve`, `engines`, `config`, `models`, `--version`."""
+"""The command line: `inferrelay serve`, `engines`, `config`, `models`, `batch`, `--version`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from inferrelay import __version__
+from inferrelay.cli_batch import batch_app
 from inferrelay.cli_models import models_app
 
 app = typer.Typer(help="inferrelay: one OpenAI-compatible endpoint that keeps answering.", no_args_is_help=True)
@@ -60,6 +61,7 @@ def serve(
 config_app = typer.Typer(help="Check configuration directories.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(models_app, name="models")
+app.add_typer(batch_app, name="batch")
 
 
 @config_app.command("validate")

@@ -1,0 +1,40 @@
+"""The model a batch worker runs: the first engine of the model's chain that loads here."""
+
+from __future__ import annotations
+
+from inferrelay.config.schema import Settings
+from inferrelay.engines.base import EmbeddingModel, LoadedModel
+from inferrelay.engines.registry import EngineRegistry
+from inferrelay.errors import ErrorKind, InferrelayError, classify
+from inferrelay.runtime.catalog import ModelCatalog
+from inferrelay.runtime.registry import ModelRegistry
+
+
+def load_model(name: str, settings: Settings) -> LoadedModel:
+    """Walk the engine chain as the server does; every failure is kept for the message if none loads."""
+    registry = ModelRegistry(settings.home)
+    try:
+        spec = ModelCatalog(settings.models, registry).get(name)
+    finally:
+        registry.close()
+    if spec is None:
+        raise InferrelayError(ErrorKind.MODEL_NOT_FOUND, f"no model named {name!r}", param="model")
+    engines = EngineRegistry.discover()
+    reasons = []
+    for engine_name in spec.engines:
+        state = engines.state(engine_name)
+        if state is None or state.engine is None or not state.probe.available:
+            reasons.append(f"{engine_name}: {state.probe.reason if state else 'not installed'}")
+            continue
+        try:
+            return state.engine.load(spec, spec.device, settings.home)
+        except Exception as exc:
+            error = classify(exc, loading=True)
+            reasons.append(f"{engine_name}: {error.kind.value}: {error.message}")
+    raise InferrelayError(ErrorKind.ALL_BACKENDS_FAILED, f"no engine could load {name!r}: " + "; ".join(reasons))
+
+
+def as_encoder(model: LoadedModel, name: str) -> EmbeddingModel:
+    if not isinstance(model, EmbeddingModel):
+        raise InferrelayError(ErrorKind.BAD_REQUEST, f"{name!r} is not an embedding model", param="model")
+    return model

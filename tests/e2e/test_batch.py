@@ -1,0 +1,146 @@
+"""`inferrelay batch embed` for real: against sentence-transformers, killed and resumed, damaged and repaired."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from inferrelay.config.embedded import MINILM
+from inferrelay.config.sources import resolve_source
+
+pytestmark = pytest.mark.slow
+
+ROWS = 600
+SMALL = ["--shard-size", "200", "--batch-size", "16", "--checkpoint-every", "2"]
+
+
+def sentences(n: int = ROWS, seed: int = 0) -> list[str]:
+    words = "the a cat dog sat ran on under mat tree quickly slowly red blue small large river city"
+    draw = random.Random(seed)
+    return [" ".join(draw.choice(words.split()) for _ in range(draw.randint(2, 40))) for _ in range(n)]
+
+
+def write_input(path: Path, texts: list[str]) -> Path:
+    path.write_text("".join(json.dumps({"id": f"row-{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
+    return path
+
+
+def batch(home: Path, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "INFERRELAY_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "inferrelay.cli", "batch", "embed", *args]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def run(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    process = batch(home, *args)
+    out, err = process.communicate(timeout=600)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def rows_done(outdir: Path) -> int:
+    manifest = outdir / "_manifest.json"
+    return sum(s["rows_done"] for s in json.loads(manifest.read_text())["shards"]) if manifest.exists() else 0
+
+
+def embeddings(outdir: Path) -> tuple[list[str], np.ndarray]:
+    frame = pd.read_parquet(outdir)
+    return list(frame["id"]), np.stack(frame["embedding"].to_numpy())
+
+
+def test_uninterrupted_run_matches_sentence_transformers(test_home: Path, tmp_path: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    texts = sentences()
+    source = write_input(tmp_path / "in.jsonl", texts)
+    done = run(test_home, str(source), "-o", str(tmp_path / "out"), *SMALL)
+    assert done.returncode == 0, done.stderr
+    ids, vectors = embeddings(tmp_path / "out")
+    assert ids == [f"row-{i}" for i in range(ROWS)]
+    reference = SentenceTransformer(str(resolve_source(MINILM.source).path), device="cpu").encode(texts)
+    cosines = np.sum(vectors * reference, axis=1) / np.linalg.norm(reference, axis=1) / np.linalg.norm(vectors, axis=1)
+    assert cosines.min() > 0.9999
+
+
+def test_killed_at_random_moments_and_resumed_gives_the_same_output(test_home: Path, tmp_path: Path) -> None:
+    source = write_input(tmp_path / "in.jsonl", sentences())
+    whole = run(test_home, str(source), "-o", str(tmp_path / "whole"), *SMALL)
+    assert whole.returncode == 0, whole.stderr
+    draw = random.Random(7)
+    progress = []
+    for _ in range(3):
+        process = batch(test_home, str(source), "-o", str(tmp_path / "killed"), *SMALL)
+        time.sleep(draw.uniform(1.5, 4.0))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        progress.append(rows_done(tmp_path / "killed"))
+    assert any(0 < done < ROWS for done in progress), f"no kill landed mid-job: rows done {progress}"
+    resumed = run(test_home, str(source), "-o", str(tmp_path / "killed"), *SMALL)
+    assert resumed.returncode == 0, resumed.stderr
+    ids, vectors = embeddings(tmp_path / "killed")
+    expected_ids, expected = embeddings(tmp_path / "whole")
+    assert ids == expected_ids
+    assert len(set(ids)) == ROWS
+    np.testing.assert_allclose(vectors, expected, atol=1e-5)
+
+
+def test_damaged_checkpoints_and_a_lost_done_marker_are_recomputed(test_home: Path, tmp_path: Path) -> None:
+    source = write_input(tmp_path / "in.jsonl", sentences())
+    out = tmp_path / "out"
+    assert run(test_home, str(source), "-o", str(out), *SMALL).returncode == 0
+    _, before = embeddings(out)
+    shards = out / "_checkpoints"
+    truncated = shards / "shard-00000" / "part-00001.parquet"
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    flipped = shards / "shard-00001" / "part-00003.parquet"
+    data = bytearray(flipped.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    flipped.write_bytes(bytes(data))
+    (shards / "shard-00002" / ".done").unlink()
+
+    repaired = run(test_home, str(source), "-o", str(out), *SMALL)
+    assert repaired.returncode == 0, repaired.stderr
+    parts_after_truncation = 7 - 1  # shard 0 has 7 checkpoints of 32 rows (200 rows); part 1 and those after go
+    assert f"{parts_after_truncation + 4} damaged checkpoints recomputed" in repaired.stdout
+    assert "200 computed" not in repaired.stdout
+    _, after = embeddings(out)
+    np.testing.assert_allclose(after, before, atol=1e-5)
+
+
+def test_a_changed_input_is_refused_unless_restart(test_home: Path, tmp_path: Path) -> None:
+    source = write_input(tmp_path / "in.jsonl", sentences(50))
+    out = tmp_path / "out"
+    assert run(test_home, str(source), "-o", str(out)).returncode == 0
+    write_input(source, sentences(50, seed=1))
+    refused = run(test_home, str(source), "-o", str(out))
+    assert refused.returncode == 2
+    assert "input changed" in refused.stderr
+    assert "--restart" in refused.stderr
+    restarted = run(test_home, str(source), "-o", str(out), "--restart")
+    assert restarted.returncode == 0, restarted.stderr
+
+
+def test_a_shard_that_always_fails_is_reported_while_the_others_finish(test_home: Path, tmp_path: Path) -> None:
+    texts = sentences(300)
+    texts[150] = " ".join(["word"] * 2000)  # past the model's 256-token window: refused, every time
+    source = write_input(tmp_path / "in.jsonl", texts)
+    out = tmp_path / "out"
+    failed = run(test_home, str(source), "-o", str(out), "--shard-size", "100", "--max-retries", "1")
+    assert failed.returncode == 1
+    assert "shard 1: context_length" in failed.stderr
+    frame = pd.read_parquet(out)
+    assert list(frame["id"]) == [f"row-{i}" for i in [*range(100), *range(200, 300)]]
+    status = subprocess.run(
+        [sys.executable, "-m", "inferrelay.cli", "batch", "status", str(out)], capture_output=True, text=True
+    )
+    assert "failed" in status.stdout
+    assert "2 " in status.stdout.splitlines()[3]  # shard 1: two attempts
