@@ -92,6 +92,10 @@ def done_marker_valid(outdir: Path, shard: ShardState) -> bool:
     return covered and marker.is_file() and marker.read_bytes() == _done_content(shard)
 
 
+ROW = "row"
+"""A checkpoint column: the row's place in its shard, when the runner computes rows out of input order."""
+
+
 def finalize_shard(outdir: Path, shard: ShardState) -> None:
     """Write the done shard's rows as `OUTDIR/part-NNNNN.parquet`, the file readers of the dataset see."""
     if not done_marker_valid(outdir, shard):
@@ -108,7 +112,11 @@ def read_output(outdir: Path) -> pa.Table:
 
 
 def _read_parts(outdir: Path, shard: ShardState) -> pa.Table:
-    return pa.concat_tables([pq.read_table(outdir / record.file) for record in shard.checkpoints])
+    """The shard's rows in input order: parts written in another order carry each row's place in `row`."""
+    table = pa.concat_tables([pq.read_table(outdir / record.file) for record in shard.checkpoints])
+    if ROW in table.column_names:
+        table = table.sort_by(ROW).drop_columns([ROW])
+    return table
 
 
 def _checkpoint_valid(outdir: Path, record: CheckpointRecord) -> bool:
