@@ -236,7 +236,10 @@ class ModelPool:
     async def reap_forever(self, interval_s: float = 1.0) -> None:
         while True:
             await asyncio.sleep(interval_s)
-            await self.reap()
+            try:
+                await self.reap()
+            except Exception:  # one model that fails to close must not stop keep_alive for the others
+                log.exception("unloading idle models failed; trying again in %ss", interval_s)
 
     def close(self) -> None:
         for slot in self._slots.values():
