@@ -108,10 +108,12 @@ def main() -> None:
     model.encode(texts, batch_size=32)
     results["sentence_transformers_rows_per_s"] = len(texts) / (time.perf_counter() - started)
 
-    from inferrelay.batch.model import as_encoder, load_model
+    from inferrelay.batch.model import load_model
+    from inferrelay.engines.base import EmbeddingModel
     from inferrelay.routing.batching import embed_sorted
 
-    encoder = as_encoder(load_model(MINILM.name, Settings(models=[MINILM], home=HOME)), MINILM.name)
+    encoder = load_model(MINILM.name, Settings(models=[MINILM], home=HOME))
+    assert isinstance(encoder, EmbeddingModel)
     started = time.perf_counter()
     embed_sorted(encoder, texts, 32)
     results["bare_onnx_rows_per_s"] = len(texts) / (time.perf_counter() - started)

@@ -1,61 +1,171 @@
-"""`inferrelay batch embed INPUT -o OUTDIR --model NAME` and `inferrelay batch status OUTDIR`."""
+"""`inferrelay batch embed|generate INPUT -o OUTDIR --model NAME` and `inferrelay batch status OUTDIR`."""
 
 from __future__ import annotations
 
 import logging
 import os
+from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from inferrelay.batch.coordinator import Summary
+    from inferrelay.batch.job import BatchJob
+    from inferrelay.batch.pools import Pool
 
 batch_app = typer.Typer(help="Batch jobs that survive crashes and resume where they stopped.", no_args_is_help=True)
 
 
+class Backend(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+Input = Annotated[Path, typer.Argument(help="JSONL, CSV or Parquet.", exists=True, dir_okay=False)]
+Output = Annotated[Path, typer.Option("-o", "--output", help="The output folder (a Parquet dataset).")]
+IdColumn = Annotated[str, typer.Option(help="Absent from the input: ids are row numbers.")]
+ShardSize = Annotated[int, typer.Option(min=1, help="Rows per shard.")]
+CheckpointEvery = Annotated[int, typer.Option(min=1, help="Batches per checkpoint.")]
+MaxRetries = Annotated[int, typer.Option(min=0, help="Retries of a failing shard.")]
+Workers = Annotated[
+    Optional[int],  # noqa: UP045 - typer reads the annotation
+    typer.Option(min=1, help="Worker processes (default: one per GPU; none, in this process, without GPUs)."),
+]
+BackendOption = Annotated[
+    Backend, typer.Option(help="local processes, or Ray tasks on RAY_ADDRESS (a local Ray when unset).")
+]
+Engine = Annotated[Optional[str], typer.Option(help="Load with this engine of the model's chain only.")]  # noqa: UP045
+Restart = Annotated[bool, typer.Option(help="Start over even if OUTDIR holds another job.")]
+Config = Annotated[Optional[Path], typer.Option(help="Configuration directory.")]  # noqa: UP045
+ProgressOption = Annotated[bool, typer.Option(help="A progress bar on a terminal, log lines otherwise.")]
+
+
 @batch_app.command("embed")
 def embed(
-    input: Annotated[Path, typer.Argument(help="JSONL, CSV or Parquet with a text column.", exists=True)],
-    output: Annotated[Path, typer.Option("-o", "--output", help="The output folder (a Parquet dataset).")],
+    input: Input,
+    output: Output,
     model: Annotated[str, typer.Option(help="An embedding model served here.")] = "all-minilm-l6-v2",
     text_column: Annotated[str, typer.Option()] = "text",
-    id_column: Annotated[str, typer.Option(help="Absent from the input: ids are row numbers.")] = "id",
+    id_column: IdColumn = "id",
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
-    shard_size: Annotated[int, typer.Option(min=1, help="Rows per shard.")] = 10_000,
-    checkpoint_every: Annotated[int, typer.Option(min=1, help="Batches per checkpoint.")] = 8,
-    max_retries: Annotated[int, typer.Option(min=0, help="Retries of a failing shard.")] = 2,
-    restart: Annotated[bool, typer.Option(help="Start over even if OUTDIR holds another job.")] = False,
-    config: Annotated[Optional[Path], typer.Option(help="Configuration directory.")] = None,  # noqa: UP045
+    shard_size: ShardSize = 10_000,
+    checkpoint_every: CheckpointEvery = 8,
+    max_retries: MaxRetries = 2,
+    workers: Workers = None,
+    backend: BackendOption = Backend.local,
+    engine: Engine = None,
+    restart: Restart = False,
+    config: Config = None,
+    progress: ProgressOption = True,
 ) -> None:
     """Embed every row; run the same command again to resume after a crash or Ctrl-C."""
+    from inferrelay.batch.job import BatchJob
+
+    job = BatchJob(
+        "embed", input, output, model, _home(), config, text_column, id_column, engine,
+        batch_size, shard_size, checkpoint_every, max_retries,
+    )  # fmt: skip
+    _run(job, workers, backend, restart, progress)
+
+
+@batch_app.command("generate")
+def generate(
+    input: Input,
+    output: Output,
+    model: Annotated[str, typer.Option(help="A text generation model served here.")] = "smollm2-135m-instruct",
+    text_column: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="A prompt (one user turn) or messages column; default: prompt, else messages."),
+    ] = None,
+    id_column: IdColumn = "id",
+    batch_size: Annotated[int, typer.Option(min=1, help="Rows a worker takes at a time.")] = 8,
+    shard_size: ShardSize = 1_000,
+    checkpoint_every: CheckpointEvery = 1,
+    max_retries: MaxRetries = 2,
+    workers: Workers = None,
+    backend: BackendOption = Backend.local,
+    engine: Engine = None,
+    max_tokens: Annotated[int, typer.Option(min=1)] = 128,
+    temperature: Annotated[float, typer.Option(min=0.0, help="0: greedy, so a resume repeats the first run.")] = 0.0,
+    top_p: Annotated[float, typer.Option(min=0.0, max=1.0)] = 1.0,
+    seed: Annotated[int, typer.Option()] = 0,
+    restart: Restart = False,
+    config: Config = None,
+    progress: ProgressOption = True,
+) -> None:
+    """Generate an answer for every row: its text and token counts. Run it again to resume."""
+    from inferrelay.batch.inputs import pick_text_column
+    from inferrelay.batch.job import BatchJob, Generation
+
+    try:
+        column = text_column or pick_text_column(input, ("prompt", "messages"))
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    job = BatchJob(
+        "generate", input, output, model, _home(), config, column, id_column, engine,
+        batch_size, shard_size, checkpoint_every, max_retries, Generation(max_tokens, temperature, top_p, seed),
+    )  # fmt: skip
+    _run(job, workers, backend, restart, progress)
+
+
+def _home() -> Path:
+    from inferrelay.config.schema import default_home
+
+    return default_home()
+
+
+def _run(job: BatchJob, workers: int | None, backend: Backend, restart: bool, progress: bool) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    from inferrelay.batch.coordinator import Stop, run_job
     from inferrelay.batch.manifest import JobChanged
-    from inferrelay.batch.model import as_encoder, load_model
-    from inferrelay.batch.runner import EmbedJob, Stop, run_embed
+    from inferrelay.batch.pools import WorkerLoadFailed
+    from inferrelay.batch.progress import Progress
     from inferrelay.config.loading import ConfigError, load_settings
-    from inferrelay.config.schema import default_home
     from inferrelay.errors import InferrelayError
 
-    job = EmbedJob(input, output, model, text_column, id_column, batch_size, shard_size, checkpoint_every, max_retries)
     stop = Stop()
     stop.install()
     try:
-        settings = load_settings(config, default_home())
-        encoder = as_encoder(load_model(model, settings), model)
-        summary = run_embed(job, encoder, restart=restart, stop=stop)
+        load_settings(job.config, job.home)  # a broken config is reported before any worker starts
+        summary = run_job(job, lambda: _pool(job, workers, backend), restart, stop, Progress(enabled=progress))
     except ConfigError as exc:
         typer.echo("\n".join(f"config error: {p}" for p in exc.problems), err=True)
         raise typer.Exit(2) from None
     except JobChanged as exc:
-        typer.echo(f"error: {output} holds a different job: {exc}. Use --restart to start over.", err=True)
+        typer.echo(f"error: {job.outdir} holds a different job: {exc}. Use --restart to start over.", err=True)
+        raise typer.Exit(2) from None
+    except WorkerLoadFailed as exc:
+        typer.echo(f"error: the model could not be loaded: {exc}", err=True)
         raise typer.Exit(2) from None
     except (InferrelayError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    _report(summary)
+
+
+def _pool(job: BatchJob, workers: int | None, backend: Backend) -> Pool:
+    if backend is Backend.ray:
+        from inferrelay.batch.ray_pool import RayPool
+
+        return RayPool(job, workers)
+    from inferrelay.batch.pools import InlinePool, ProcessPool, gpu_devices
+
+    devices = gpu_devices()
+    if workers is None and not devices:
+        return InlinePool(job)
+    return ProcessPool(job, workers or len(devices), devices)
+
+
+def _report(summary: Summary) -> None:
     rate = summary.rows_computed / summary.seconds if summary.seconds else 0.0
     typer.echo(
         f"{summary.rows} rows; {summary.rows_computed} computed in {summary.seconds:.1f} s ({rate:.0f} rows/s); "
-        f"{summary.checkpoints_dropped} damaged checkpoints recomputed"
+        f"{summary.checkpoints_dropped} damaged checkpoints recomputed; {summary.retries} retries; "
+        f"{summary.workers_died} workers died; {len(summary.failed)} shards failed"
     )
     if summary.stopped:
         typer.echo("stopped: run the same command again to resume", err=True)
@@ -70,11 +180,16 @@ def status(outdir: Annotated[Path, typer.Argument(help="A batch job's output fol
     """Each shard's state, rows done, attempts and last error."""
     from inferrelay.batch.manifest import Manifest
 
-    manifest = Manifest.load(outdir)
+    try:
+        manifest = Manifest.load(outdir)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     if manifest is None:
         typer.echo(f"error: {outdir} holds no batch job", err=True)
         raise typer.Exit(1)
-    typer.echo(f"input {manifest.input_path} ({manifest.total_rows} rows), {manifest.parameters}")
+    done = sum(s.rows_done for s in manifest.shards)
+    typer.echo(f"input {manifest.input_path} ({manifest.total_rows} rows, {done} done), {manifest.parameters}")
     typer.echo("SHARD  ROWS          STATE     DONE     ATTEMPTS  LAST ERROR")
     for s in manifest.shards:
         rows = f"{s.start}-{s.stop}"

@@ -37,15 +37,31 @@ def output_path(outdir: Path, index: int) -> Path:
 
 def write_checkpoint(outdir: Path, shard: ShardState, table: pa.Table) -> CheckpointRecord:
     """Durably write the shard's next rows and record them; the caller saves the manifest right after."""
-    folder = shard_dir(outdir, shard.index)
+    record = write_part(outdir, shard.index, len(shard.checkpoints), shard.rows_done, table)
+    add_checkpoint(shard, record)
+    return record
+
+
+def write_part(outdir: Path, shard_index: int, part: int, first_row: int, table: pa.Table) -> CheckpointRecord:
+    """Durably write one checkpoint file; a worker does this, and only the coordinator records it.
+
+    A worker that dies between the two leaves a file the manifest does not name:
+    the next attempt overwrites it, and verify_shard deletes it on resume.
+    """
+    folder = shard_dir(outdir, shard_index)
     folder.mkdir(parents=True, exist_ok=True)
     data = _parquet_bytes(table)
-    path = folder / f"part-{len(shard.checkpoints):05d}.parquet"
+    path = folder / f"part-{part:05d}.parquet"
     write_atomic(path, data)
-    record = CheckpointRecord(str(path.relative_to(outdir)), shard.rows_done, table.num_rows, sha256_bytes(data))
+    return CheckpointRecord(str(path.relative_to(outdir)), first_row, table.num_rows, sha256_bytes(data))
+
+
+def add_checkpoint(shard: ShardState, record: CheckpointRecord) -> None:
+    """Append a written part to the shard; it must continue the shard exactly where it stands."""
+    if record.first_row != shard.rows_done:
+        raise ValueError(f"shard {shard.index}: checkpoint starts at row {record.first_row}, not {shard.rows_done}")
     shard.checkpoints.append(record)
-    shard.rows_done += table.num_rows
-    return record
+    shard.rows_done += record.rows
 
 
 def verify_shard(outdir: Path, shard: ShardState) -> int:

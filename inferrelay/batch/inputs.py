@@ -7,6 +7,7 @@ that changed under it.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 from pathlib import Path
@@ -82,3 +83,28 @@ def fingerprint(path: Path) -> str:
         while block := f.read(_BLOCK):
             digest.update(block)
     return digest.hexdigest()
+
+
+def pick_text_column(path: Path, candidates: tuple[str, ...]) -> str:
+    """The first of `candidates` the input has, judged from its header, schema or first JSON line."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        names = pq.read_schema(path).names
+    elif suffix == ".csv":
+        with path.open(newline="") as f:
+            names = next(csv.reader(f), [])
+    else:
+        names = []
+        with path.open("rb") as f:
+            for line in f:
+                if line.strip():
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError:
+                        break  # read_rows names the line and what is wrong with it
+                    names = list(record) if isinstance(record, dict) else []
+                    break
+    for name in candidates:
+        if name in names:
+            return name
+    raise ValueError(f"{path}: none of the columns {list(candidates)}; its columns are {names}")

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from inferrelay.config.schema import Settings
-from inferrelay.engines.base import EmbeddingModel, LoadedModel
+from inferrelay.engines.base import LoadedModel
 from inferrelay.engines.registry import EngineRegistry
 from inferrelay.errors import ErrorKind, InferrelayError, classify
 from inferrelay.runtime.catalog import ModelCatalog
 from inferrelay.runtime.registry import ModelRegistry
 
 
-def load_model(name: str, settings: Settings) -> LoadedModel:
-    """Walk the engine chain as the server does; every failure is kept for the message if none loads."""
+def load_model(name: str, settings: Settings, engine: str | None = None) -> LoadedModel:
+    """Walk the engine chain as the server does (or load with `engine` alone, which must be in it);
+    every failure is kept for the message if none loads."""
     registry = ModelRegistry(settings.home)
     try:
         spec = ModelCatalog(settings.models, registry).get(name)
@@ -19,9 +20,13 @@ def load_model(name: str, settings: Settings) -> LoadedModel:
         registry.close()
     if spec is None:
         raise InferrelayError(ErrorKind.MODEL_NOT_FOUND, f"no model named {name!r}", param="model")
+    if engine is not None and engine not in spec.engines:
+        raise InferrelayError(
+            ErrorKind.BAD_REQUEST, f"engine {engine!r} is not in {name!r}'s chain {spec.engines}", param="engine"
+        )
     engines = EngineRegistry.discover()
     reasons = []
-    for engine_name in spec.engines:
+    for engine_name in [engine] if engine else spec.engines:
         state = engines.state(engine_name)
         if state is None or state.engine is None or not state.probe.available:
             reasons.append(f"{engine_name}: {state.probe.reason if state else 'not installed'}")
@@ -32,9 +37,3 @@ def load_model(name: str, settings: Settings) -> LoadedModel:
             error = classify(exc, loading=True)
             reasons.append(f"{engine_name}: {error.kind.value}: {error.message}")
     raise InferrelayError(ErrorKind.ALL_BACKENDS_FAILED, f"no engine could load {name!r}: " + "; ".join(reasons))
-
-
-def as_encoder(model: LoadedModel, name: str) -> EmbeddingModel:
-    if not isinstance(model, EmbeddingModel):
-        raise InferrelayError(ErrorKind.BAD_REQUEST, f"{name!r} is not an embedding model", param="model")
-    return model

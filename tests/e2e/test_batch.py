@@ -52,6 +52,16 @@ def rows_done(outdir: Path) -> int:
     return sum(s["rows_done"] for s in json.loads(manifest.read_text())["shards"]) if manifest.exists() else 0
 
 
+def kill_after(process: subprocess.Popen[str], outdir: Path, rows: int) -> int:
+    """SIGKILL the job as soon as its manifest shows `rows` done (or when it ends); return the rows done then."""
+    deadline = time.monotonic() + 300
+    while process.poll() is None and rows_done(outdir) < rows and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return rows_done(outdir)
+
+
 def embeddings(outdir: Path) -> tuple[list[str], np.ndarray]:
     frame = pd.read_parquet(outdir)
     return list(frame["id"]), np.stack(frame["embedding"].to_numpy())
@@ -77,12 +87,9 @@ def test_killed_at_random_moments_and_resumed_gives_the_same_output(test_home: P
     assert whole.returncode == 0, whole.stderr
     draw = random.Random(7)
     progress = []
-    for _ in range(3):
+    for target in sorted(draw.sample(range(1, ROWS), 3)):  # kill once the job has passed a random row
         process = batch(test_home, str(source), "-o", str(tmp_path / "killed"), *SMALL)
-        time.sleep(draw.uniform(1.5, 4.0))
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        progress.append(rows_done(tmp_path / "killed"))
+        progress.append(kill_after(process, tmp_path / "killed", target))
     assert any(0 < done < ROWS for done in progress), f"no kill landed mid-job: rows done {progress}"
     resumed = run(test_home, str(source), "-o", str(tmp_path / "killed"), *SMALL)
     assert resumed.returncode == 0, resumed.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inferrelay.batch.runner import Halving
+from inferrelay.batch.work import Halving
 from inferrelay.engines.base import EmbeddingModel, Embeddings
 from inferrelay.errors import ErrorKind, InferrelayError
 

@@ -1,0 +1,212 @@
+"""The coordinator: hands shards to workers chunk by chunk, commits their checkpoints, retries what failed.
+
+The manifest is written here only, after each chunk a worker reports done, so
+it always describes checkpoints that are durably on disk. A shard's rows are
+computed shortest first (short texts pad with short texts: several times
+faster on a CPU), in an order that is the same on every run, so a resume
+starts right after the last valid checkpoint; a shard's output is put back in
+input order when it is closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+
+import numpy as np
+import pyarrow as pa
+
+from inferrelay.batch.checkpoints import add_checkpoint, finalize_shard, mark_done, verify_shard
+from inferrelay.batch.inputs import fingerprint, read_rows
+from inferrelay.batch.job import BatchJob
+from inferrelay.batch.manifest import Manifest, ShardState, check_compatible
+from inferrelay.batch.pools import ChunkDone, Pool, WorkerDied
+from inferrelay.batch.progress import Progress
+from inferrelay.batch.work import Chunk, input_length
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Summary:
+    rows: int = 0
+    rows_computed: int = 0
+    checkpoints_dropped: int = 0
+    seconds: float = 0.0
+    retries: int = 0
+    workers_died: int = 0
+    failed: list[str] = field(default_factory=list)
+    stopped: bool = False
+
+
+class Stop:
+    """Ctrl-C (SIGINT) or SIGTERM: finish the chunks in progress, commit them, then stop."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def install(self) -> None:
+        def request(signum: int, frame: FrameType | None) -> None:
+            if self.requested:  # a second Ctrl-C: stop now
+                raise KeyboardInterrupt
+            self.requested = True
+            log.warning("stopping after the current checkpoint (press Ctrl-C again to stop now)")
+
+        signal.signal(signal.SIGINT, request)
+        signal.signal(signal.SIGTERM, request)
+
+
+def open_manifest(job: BatchJob, restart: bool) -> tuple[Manifest, pa.Table]:
+    """The job's manifest, new or resumed; a resume of a different job is refused (JobChanged)."""
+    rows = read_rows(job.input, job.text_column, job.id_column)
+    digest = fingerprint(job.input)
+    existing = None if restart else Manifest.load(job.outdir)
+    if existing is not None:
+        check_compatible(existing, digest, job.parameters())
+        return existing, rows
+    manifest = Manifest.new(str(job.input), digest, job.parameters(), rows.num_rows, job.shard_size)
+    manifest.save(job.outdir)
+    return manifest, rows
+
+
+@dataclass
+class _Shard:
+    """A shard being computed: its state in the manifest and its rows in the order they are computed."""
+
+    state: ShardState
+    order: np.ndarray
+    ids: list[object]
+    inputs: list[object]
+
+    def next_chunk(self, rows: int) -> Chunk | None:
+        s = self.state
+        positions = [int(p) for p in self.order[s.rows_done : s.rows_done + rows]]
+        if not positions:
+            return None
+        return Chunk(
+            s.index,
+            len(s.checkpoints),
+            s.rows_done,
+            positions,
+            [self.ids[p] for p in positions],
+            [self.inputs[p] for p in positions],
+        )
+
+
+class Coordinator:
+    def __init__(self, job: BatchJob, manifest: Manifest, rows: pa.Table, pool: Pool, stop: Stop, progress: Progress):
+        self.job, self.manifest, self.rows, self.pool = job, manifest, rows, pool
+        self.stop, self.progress = stop, progress
+        self.summary = Summary(rows=manifest.total_rows)
+        self.active: dict[int, _Shard] = {}
+
+    def run(self) -> Summary:
+        started = time.perf_counter()
+        pending: deque[ShardState] = deque()
+        for shard in self.manifest.shards:
+            self.summary.checkpoints_dropped += verify_shard(self.job.outdir, shard)
+            if shard.state != "done":
+                if shard.state == "failed":  # run again: the cause may be fixed
+                    shard.attempts = 0
+                shard.state = "pending"
+                pending.append(shard)
+        self.manifest.save(self.job.outdir)
+        self.progress.begin(self.manifest)
+        while True:
+            while pending and not self.stop.requested and len(self.active) < self.pool.size:
+                self._start(pending.popleft())
+            if not self.active:
+                break
+            event = self.pool.next_event(timeout=self.progress.interval_s)
+            self.progress.refresh()
+            if event is None:
+                continue
+            running = self.active.pop(event.slot)
+            if isinstance(event, ChunkDone):
+                self._commit(event, running)
+            else:
+                if isinstance(event, WorkerDied):
+                    self.summary.workers_died += 1
+                    self.pool.replace(event.slot)
+                if self._failed(running.state, event.error):
+                    pending.append(running.state)
+        self.summary.stopped = self.stop.requested and any(s.state != "done" for s in self.manifest.shards)
+        for shard in self.manifest.shards:
+            if shard.state == "done":
+                finalize_shard(self.job.outdir, shard)  # again after a crash between .done and the output file
+        self.summary.seconds = time.perf_counter() - started
+        self.progress.end(self.summary)
+        return self.summary
+
+    def _start(self, state: ShardState) -> None:
+        slot = next(s for s in range(self.pool.size) if s not in self.active)
+        part = self.rows.slice(state.start, state.stop - state.start)
+        inputs = part.column("text").to_pylist()
+        order = np.argsort(np.array([input_length(i) for i in inputs], dtype=np.int64), kind="stable")
+        shard = _Shard(state, order, part.column("id").to_pylist(), inputs)
+        state.state, state.attempts = "running", state.attempts + 1
+        self.manifest.save(self.job.outdir)
+        self._submit(slot, shard)
+
+    def _submit(self, slot: int, shard: _Shard) -> None:
+        chunk = shard.next_chunk(self.job.chunk_rows)
+        if chunk is None:  # every row already checkpointed: a crash came just before .done
+            self._close(shard.state)
+            return
+        self.active[slot] = shard
+        self.pool.submit(slot, chunk)
+
+    def _commit(self, event: ChunkDone, shard: _Shard) -> None:
+        add_checkpoint(shard.state, event.record)
+        self.manifest.save(self.job.outdir)
+        self.summary.rows_computed += event.record.rows
+        self.progress.advance(event.record.rows)
+        if shard.state.rows_done == shard.state.stop - shard.state.start:
+            self._close(shard.state)
+        elif self.stop.requested:
+            shard.state.state = "pending"
+            self.manifest.save(self.job.outdir)
+        else:
+            self._submit(event.slot, shard)
+
+    def _close(self, state: ShardState) -> None:
+        mark_done(self.job.outdir, state)
+        self.manifest.save(self.job.outdir)
+        finalize_shard(self.job.outdir, state)
+        self.progress.shard_done()
+
+    def _failed(self, state: ShardState, error: str) -> bool:
+        """Record the failure; True when the shard gets another attempt."""
+        state.last_error = error
+        if state.attempts > self.job.max_retries:
+            state.state = "failed"
+            self.summary.failed.append(f"shard {state.index}: {error}")
+            self.progress.shard_failed()
+            log.error("shard %d failed after %d attempts: %s", state.index, state.attempts, error)
+        else:
+            state.state = "pending"
+            self.summary.retries += 1
+            log.warning("shard %d failed (attempt %d), retrying: %s", state.index, state.attempts, error)
+        self.manifest.save(self.job.outdir)
+        return state.state == "pending"
+
+
+def run_job(
+    job: BatchJob,
+    make_pool: Callable[[], Pool],
+    restart: bool = False,
+    stop: Stop | None = None,
+    progress: Progress | None = None,
+) -> Summary:
+    """Run or resume `job`; the workers start (and load the model) only once the manifest accepts the job."""
+    manifest, rows = open_manifest(job, restart)
+    pool = make_pool()
+    try:
+        return Coordinator(job, manifest, rows, pool, stop or Stop(), progress or Progress(enabled=False)).run()
+    finally:
+        pool.close()

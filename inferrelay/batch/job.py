@@ -1,0 +1,56 @@
+"""What a batch job computes and how: everything a coordinator and its workers need to agree on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+Task = Literal["embed", "generate"]
+
+
+@dataclass(frozen=True)
+class Generation:
+    """Generation parameters; greedy by default, so a resumed job writes what the first run would have."""
+
+    max_tokens: int = 128
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    task: Task
+    input: Path
+    outdir: Path
+    model: str
+    home: Path
+    config: Path | None = None
+    text_column: str = "text"
+    id_column: str = "id"
+    engine: str | None = None  # one engine of the model's chain, instead of the first that loads
+    batch_size: int = 32
+    shard_size: int = 10_000
+    checkpoint_every: int = 8
+    max_retries: int = 2
+    generation: Generation = Generation()
+
+    @property
+    def chunk_rows(self) -> int:
+        """Rows a worker computes between two checkpoints."""
+        return self.batch_size * self.checkpoint_every
+
+    def parameters(self) -> dict[str, Any]:
+        """What the output depends on: changing any of these makes a different job."""
+        common = {
+            "task": self.task,
+            "model": self.model,
+            "engine": self.engine,
+            "text_column": self.text_column,
+            "id_column": self.id_column,
+        }
+        if self.task == "embed":
+            return common
+        g = self.generation
+        return common | {"max_tokens": g.max_tokens, "temperature": g.temperature, "top_p": g.top_p, "seed": g.seed}

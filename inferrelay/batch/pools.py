@@ -1,0 +1,229 @@
+"""Where chunks are computed: in this process, in local worker processes, or (ray_pool.py) on Ray.
+
+A pool has `size` worker slots. The coordinator gives a slot one chunk at a
+time and waits for events: a chunk done (its checkpoint record), a chunk
+failed (its error), a worker dead (its exit code). A dead worker is replaced
+in the same slot, so the same GPU, by `replace`. A worker that cannot load the
+model ends the job (`WorkerLoadFailed`): every shard would fail the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import subprocess
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from typing import Any, Protocol
+
+from inferrelay.batch.job import BatchJob
+from inferrelay.batch.manifest import CheckpointRecord
+from inferrelay.batch.work import Chunk, Worker, describe
+
+log = logging.getLogger(__name__)
+
+CLOSE_TIMEOUT_S = 10.0
+
+
+class WorkerLoadFailed(RuntimeError):
+    """A worker could not load the model: the job cannot run here."""
+
+
+@dataclass(frozen=True)
+class ChunkDone:
+    slot: int
+    record: CheckpointRecord
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class ChunkFailed:
+    slot: int
+    error: str
+
+
+@dataclass(frozen=True)
+class WorkerDied:
+    slot: int
+    error: str
+
+
+Event = ChunkDone | ChunkFailed | WorkerDied
+
+
+class Pool(Protocol):
+    size: int
+
+    def submit(self, slot: int, chunk: Chunk) -> None: ...
+
+    def next_event(self, timeout: float) -> Event | None:
+        """The next event of a busy slot, or None when `timeout` seconds pass without one."""
+
+    def replace(self, slot: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def run_chunk(worker: Worker, slot: int, chunk: Chunk) -> Event:
+    try:
+        return ChunkDone(slot, worker.run(chunk), worker.batch_size)
+    except Exception as exc:
+        return ChunkFailed(slot, describe(exc))
+
+
+class InlinePool:
+    """One worker in this process: no start-up cost, no copies; a crash here is the job's crash."""
+
+    size = 1
+
+    def __init__(self, job: BatchJob) -> None:
+        try:
+            self._worker = Worker(job)
+        except Exception as exc:
+            raise WorkerLoadFailed(describe(exc)) from exc
+        self._pending: Chunk | None = None
+
+    def submit(self, slot: int, chunk: Chunk) -> None:
+        self._pending = chunk
+
+    def next_event(self, timeout: float) -> Event | None:
+        chunk, self._pending = self._pending, None
+        if chunk is None:
+            return None
+        return run_chunk(self._worker, 0, chunk)
+
+    def replace(self, slot: int) -> None:
+        raise AssertionError("the inline worker cannot die and go on")
+
+    def close(self) -> None:
+        self._worker.close()
+
+
+@dataclass
+class _Process:
+    process: BaseProcess
+    connection: Connection
+    busy: bool = False
+
+
+class ProcessPool:
+    """N worker processes (spawned: nothing of the coordinator's state leaks into them), one per GPU when pinned.
+
+    `devices[i]` becomes slot i's CUDA_VISIBLE_DEVICES. Workers ignore Ctrl-C:
+    the coordinator receives it and lets them finish their current chunk.
+    """
+
+    def __init__(self, job: BatchJob, size: int, devices: list[str] | None = None) -> None:
+        self.size = size
+        self._job = job
+        self._devices = devices or []
+        self._context = multiprocessing.get_context("spawn")
+        self._slots = [self._start(slot) for slot in range(size)]
+
+    def _start(self, slot: int) -> _Process:
+        env = {}
+        if self._devices:
+            env["CUDA_VISIBLE_DEVICES"] = self._devices[slot % len(self._devices)]
+        ours, theirs = self._context.Pipe()
+        process = self._context.Process(
+            target=worker_main, args=(self._job, theirs, env), name=f"inferrelay-batch-worker-{slot}", daemon=True
+        )
+        process.start()
+        theirs.close()
+        log.info(
+            "worker %d started (pid %d)%s", slot, process.pid, f" on GPU {env['CUDA_VISIBLE_DEVICES']}" if env else ""
+        )
+        return _Process(process, ours)
+
+    def submit(self, slot: int, chunk: Chunk) -> None:
+        worker = self._slots[slot]
+        worker.connection.send(chunk)
+        worker.busy = True
+
+    def next_event(self, timeout: float) -> Event | None:
+        busy = {slot: w for slot, w in enumerate(self._slots) if w.busy}
+        if not busy:
+            return None
+        waitables: dict[Any, int] = {}
+        for slot, worker in busy.items():
+            waitables[worker.connection] = slot
+            waitables[worker.process.sentinel] = slot
+        for ready in wait(list(waitables), timeout):
+            slot = waitables[ready]
+            return self._event(slot)
+        return None
+
+    def _event(self, slot: int) -> Event:
+        worker = self._slots[slot]
+        worker.busy = False
+        try:
+            if worker.connection.poll():  # a message sent just before dying still counts
+                message = worker.connection.recv()
+                if isinstance(message, WorkerLoadFailed):
+                    raise message
+                return dataclasses.replace(message, slot=slot)  # type: ignore[no-any-return]
+        except (EOFError, OSError):
+            pass
+        worker.process.join(CLOSE_TIMEOUT_S)
+        code = worker.process.exitcode
+        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
+        return WorkerDied(slot, f"worker_died: worker {slot} (pid {worker.process.pid}) {how}")
+
+    def replace(self, slot: int) -> None:
+        old = self._slots[slot]
+        old.connection.close()
+        if old.process.is_alive():
+            old.process.kill()
+        old.process.join(CLOSE_TIMEOUT_S)
+        self._slots[slot] = self._start(slot)
+
+    def close(self) -> None:
+        for worker in self._slots:
+            with contextlib.suppress(OSError, ValueError):  # already dead
+                worker.connection.send(None)
+        for worker in self._slots:
+            worker.process.join(CLOSE_TIMEOUT_S)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join(CLOSE_TIMEOUT_S)
+            worker.connection.close()
+
+
+def worker_main(job: BatchJob, connection: Connection, env: dict[str, str]) -> None:
+    """A worker process: the environment first (before any library reads CUDA_VISIBLE_DEVICES), then the model."""
+    os.environ.update(env)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s worker: %(message)s")
+    try:
+        worker = Worker(job)
+    except Exception as exc:
+        connection.send(WorkerLoadFailed(describe(exc)))
+        return
+    try:
+        while (chunk := connection.recv()) is not None:
+            connection.send(run_chunk(worker, -1, chunk))
+    except (EOFError, KeyboardInterrupt):
+        pass
+    finally:
+        worker.close()
+
+
+def gpu_devices() -> list[str]:
+    """The GPUs a worker can be pinned to: CUDA_VISIBLE_DEVICES when set, else those nvidia-smi lists."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [d for d in visible.split(",") if d.strip() and d.strip() != "-1"]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i, line in enumerate(line for line in listed.splitlines() if line.startswith("GPU "))]

@@ -1,0 +1,145 @@
+"""A worker's side of a batch job: load the model once, compute chunks of rows, write each as a checkpoint.
+
+The same `Worker` runs in the coordinator's process, in a local worker process
+and in a Ray actor. It never touches the manifest: it returns the record of
+the file it wrote, and the coordinator alone decides what is committed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from inferrelay.batch.checkpoints import ROW, write_part
+from inferrelay.batch.job import BatchJob
+from inferrelay.batch.manifest import CheckpointRecord
+from inferrelay.engines.base import EmbeddingModel, GenerationRequest, LoadedModel, Sampling, TextModel
+from inferrelay.errors import ErrorKind, InferrelayError, classify
+from inferrelay.routing.batching import embed_sorted
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Rows of one shard, by their place in it, to compute and write as the shard's part `part`."""
+
+    shard: int
+    part: int
+    first_row: int  # rows the shard had done before this chunk
+    positions: list[int]
+    ids: list[Any]
+    inputs: list[Any]  # texts to embed; prompts (str) or message lists to generate from
+
+
+def describe(exc: BaseException) -> str:
+    """One line for the manifest and the summary: the error's kind, message and hint."""
+    error = classify(exc)
+    return f"{error.kind.value}: {error.message} (hint: {error.hint})"
+
+
+class Worker:
+    """The model, loaded once, and the batch size that works for it on this worker."""
+
+    def __init__(self, job: BatchJob) -> None:
+        from inferrelay.batch.model import load_model
+        from inferrelay.config.loading import load_settings
+
+        self.job = job
+        model = load_model(job.model, load_settings(job.config, job.home), job.engine)
+        self._model = model
+        self._compute: Callable[[list[Any]], dict[str, pa.Array]]
+        if job.task == "embed":
+            self.halving = Halving(_expect(model, EmbeddingModel, job.model, "an embedding"), job.batch_size)
+            self._compute = self._embed
+        else:
+            self._text_model = _expect(model, TextModel, job.model, "a text generation")
+            self._compute = self._generate
+
+    @property
+    def batch_size(self) -> int:
+        return self.halving.batch_size if self.job.task == "embed" else self.job.batch_size
+
+    def run(self, chunk: Chunk) -> CheckpointRecord:
+        columns = {
+            ROW: pa.array(chunk.positions, type=pa.int64()),
+            "id": pa.array(chunk.ids),
+            **self._compute(chunk.inputs),
+        }
+        return write_part(self.job.outdir, chunk.shard, chunk.part, chunk.first_row, pa.table(columns))
+
+    def _embed(self, texts: list[Any]) -> dict[str, pa.Array]:
+        vectors = self.halving(texts)
+        flat = pa.array(vectors.astype(np.float32).ravel(), type=pa.float32())
+        return {"embedding": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]).cast(pa.list_(pa.float32()))}
+
+    def _generate(self, inputs: list[Any]) -> dict[str, pa.Array]:
+        g = self.job.generation
+        sampling = Sampling(temperature=g.temperature, top_p=g.top_p, seed=g.seed)
+        answers = [
+            self._text_model.generate(
+                GenerationRequest(messages=as_messages(i), max_tokens=g.max_tokens, sampling=sampling)
+            )
+            for i in inputs
+        ]
+        return {
+            "text": pa.array([a.text for a in answers], pa.string()),
+            "prompt_tokens": pa.array([a.prompt_tokens for a in answers], pa.int64()),
+            "completion_tokens": pa.array([a.completion_tokens for a in answers], pa.int64()),
+            "finish_reason": pa.array([a.finish_reason for a in answers], pa.string()),
+        }
+
+    def close(self) -> None:
+        self._model.close()
+
+
+def as_messages(value: Any) -> list[dict[str, str]]:
+    """A prompt is one user turn of a chat; a messages cell is the chat itself."""
+    if isinstance(value, str):
+        return [{"role": "user", "content": value}]
+    if isinstance(value, list) and all(isinstance(m, dict) and "role" in m and "content" in m for m in value):
+        return [{"role": str(m["role"]), "content": str(m["content"])} for m in value]
+    raise InferrelayError(
+        ErrorKind.BAD_REQUEST,
+        f"a generate input must be a prompt string or a list of {{role, content}} messages, got {value!r:.80}",
+    )
+
+
+def input_length(value: Any) -> int:
+    """What the length sort sorts by: characters of the text, or of every message's content."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, list):
+        return sum(len(str(m.get("content", ""))) if isinstance(m, dict) else 0 for m in value)
+    return 0
+
+
+def _expect(model: LoadedModel, kind: type[Any], name: str, what: str) -> Any:
+    if not isinstance(model, kind):
+        model.close()
+        raise InferrelayError(ErrorKind.BAD_REQUEST, f"{name!r} is not {what} model", param="model")
+    return model
+
+
+class Halving:
+    """Embeds with the batch size that works: out of memory, the batch is halved (down to one) and stays so."""
+
+    def __init__(self, model: EmbeddingModel, batch_size: int, on_halve: Callable[[int], None] | None = None) -> None:
+        self.model = model
+        self.batch_size = batch_size
+        self._on_halve = on_halve or (lambda size: log.warning("out of memory: batch size now %d", size))
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        while True:
+            try:
+                return embed_sorted(self.model, texts, self.batch_size).vectors
+            except Exception as exc:
+                if classify(exc).kind is not ErrorKind.OUT_OF_MEMORY or self.batch_size == 1:
+                    raise
+                self.batch_size //= 2
+                self._on_halve(self.batch_size)
