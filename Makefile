@@ -12,10 +12,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# torch first, pinned, so nothing pulls a CUDA build; then the package with every engine.
+# torch first, pinned, so nothing pulls a CUDA build; then the package with every engine, Ray and the test tools.
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[all,dev]"
+	$(BIN)/pip install --quiet -e ".[all,ray,dev]"
 	touch $(STAMP)
 
 serve: $(STAMP)

@@ -35,14 +35,14 @@ def write_input(path: Path, texts: list[str]) -> Path:
     return path
 
 
-def batch(home: Path, *args: str) -> subprocess.Popen[str]:
+def batch(home: Path, *args: str, task: str = "embed") -> subprocess.Popen[str]:
     env = {**os.environ, "INFERRELAY_HOME": str(home), "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "inferrelay.cli", "batch", "embed", *args]
+    command = [sys.executable, "-m", "inferrelay.cli", "batch", task, *args]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def run(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    process = batch(home, *args)
+def run(home: Path, *args: str, task: str = "embed") -> subprocess.CompletedProcess[str]:
+    process = batch(home, *args, task=task)
     out, err = process.communicate(timeout=600)
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
