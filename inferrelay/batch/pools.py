@@ -209,8 +209,8 @@ def worker_main(job: BatchJob, connection: Connection, env: dict[str, str]) -> N
     try:
         while (chunk := connection.recv()) is not None:
             connection.send(run_chunk(worker, -1, chunk))
-    except (EOFError, KeyboardInterrupt):
-        pass
+    except (EOFError, OSError, KeyboardInterrupt):
+        pass  # the coordinator is gone: its next run recomputes what this worker did not report
     finally:
         worker.close()
 
