@@ -8,7 +8,7 @@ In one run, on 10,000 generated sentences with all-minilm-l6-v2:
   batches of 32 in this process, with no manifest and no checkpoints (the ceiling);
 and the time a resume loses: a job killed half way, then run again.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/batch.py [--rows 10000]
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/batch.py [--rows 10000] [--ray]
 """
 
 from __future__ import annotations
@@ -61,8 +61,8 @@ def sentences(n: int) -> list[str]:
     return [" ".join(draw.choice(WORDS) for _ in range(draw.randint(3, 60))) for _ in range(n)]
 
 
-def batch_job(source: Path, out: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, "INFERRELAY_HOME": str(HOME), "HF_HUB_OFFLINE": "1"}
+def batch_job(source: Path, out: Path, *options: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "INFERRELAY_HOME": str(HOME), "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled"}
     command = [
         sys.executable,
         "-m",
@@ -74,6 +74,8 @@ def batch_job(source: Path, out: Path) -> subprocess.Popen[str]:
         str(out),
         "--model",
         MINILM.name,
+        "--no-progress",
+        *options,
     ]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
@@ -87,6 +89,7 @@ def computed_rate(stdout: str) -> tuple[int, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=10_000)
+    parser.add_argument("--ray", action="store_true", help="also the same job on a local Ray with one actor")
     args = parser.parse_args()
     texts = sentences(args.rows)
     work = Path(tempfile.mkdtemp(prefix="inferrelay-batch-"))
@@ -131,6 +134,12 @@ def main() -> None:
     results["resume_rows_done_at_kill"] = done_at_kill
     results["resume_rows_recomputed"] = recomputed - (args.rows - done_at_kill)
     results["resume_s"] = resume_s
+
+    if args.ray:
+        ray_out, _ = batch_job(source, work / "ray", "--backend", "ray", "--workers", "1").communicate()
+        rows, seconds = computed_rate(ray_out)
+        results["inferrelay_ray_1_actor_rows_per_s"] = rows / seconds
+        results["ray_vs_inline"] = results["inferrelay_ray_1_actor_rows_per_s"] / results["inferrelay_rows_per_s"]
 
     results["vs_sentence_transformers"] = results["inferrelay_rows_per_s"] / results["sentence_transformers_rows_per_s"]
     results["vs_bare_onnx"] = results["inferrelay_rows_per_s"] / results["bare_onnx_rows_per_s"]
