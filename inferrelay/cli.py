@@ -132,5 +132,38 @@ def engines(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")]
         typer.echo(f"{row['name']:<10} {','.join(row['capabilities']):<30} {status}")
 
 
+@app.command()
+def doctor(
+    path: Annotated[Path, typer.Argument(help="A model file (GGUF, ONNX) or folder (transformers, diffusers...).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    config: Annotated[Optional[Path], typer.Option(help="Configuration directory (for alternatives).")] = None,  # noqa: UP045
+) -> None:
+    """What a model is, what is broken and how to fix it, where it fits, and what to use instead; exit 1 if unusable."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from inferrelay.config.loading import ConfigError, load_settings
+    from inferrelay.config.schema import default_home
+    from inferrelay.doctor.render import render
+    from inferrelay.doctor.report import diagnose
+    from inferrelay.engines.registry import EngineRegistry
+    from inferrelay.runtime.catalog import ModelCatalog
+    from inferrelay.runtime.registry import ModelRegistry
+
+    try:
+        settings = load_settings(config, default_home())
+    except ConfigError as exc:
+        typer.echo("\n".join(f"config error: {p}" for p in exc.problems), err=True)
+        raise typer.Exit(2) from None
+    registry = ModelRegistry(settings.home)
+    try:
+        catalog = ModelCatalog(settings.models, registry)
+        candidates = [spec for name in catalog.names() if (spec := catalog.get(name)) is not None]
+    finally:
+        registry.close()
+    report = diagnose(path.expanduser(), EngineRegistry.discover(), candidates)
+    typer.echo(json.dumps(report.as_dict(), indent=2, default=str) if as_json else render(report))
+    if not report.usable:
+        raise typer.Exit(1)
+
+
 if __name__ == "__main__":
     app()

@@ -37,6 +37,10 @@ BackendOption = Annotated[
     Backend, typer.Option(help="local processes, or Ray tasks on RAY_ADDRESS (a local Ray when unset).")
 ]
 Engine = Annotated[Optional[str], typer.Option(help="Load with this engine of the model's chain only.")]  # noqa: UP045
+Dtype = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(help="Instead of the model's: float32, float16, bfloat16, or int8 (onnx: 1.9x faster embeddings)."),
+]
 Restart = Annotated[bool, typer.Option(help="Start over even if OUTDIR holds another job.")]
 Config = Annotated[Optional[Path], typer.Option(help="Configuration directory.")]  # noqa: UP045
 ProgressOption = Annotated[bool, typer.Option(help="A progress bar on a terminal, log lines otherwise.")]
@@ -56,6 +60,7 @@ def embed(
     workers: Workers = None,
     backend: BackendOption = Backend.local,
     engine: Engine = None,
+    dtype: Dtype = None,
     restart: Restart = False,
     config: Config = None,
     progress: ProgressOption = True,
@@ -64,7 +69,7 @@ def embed(
     from inferrelay.batch.job import BatchJob
 
     job = BatchJob(
-        "embed", input, output, model, _home(), config, text_column, id_column, engine,
+        "embed", input, output, model, _home(), config, text_column, id_column, engine, dtype,
         batch_size, shard_size, checkpoint_every, max_retries,
     )  # fmt: skip
     _run(job, workers, backend, restart, progress)
@@ -87,6 +92,7 @@ def generate(
     workers: Workers = None,
     backend: BackendOption = Backend.local,
     engine: Engine = None,
+    dtype: Dtype = None,
     max_tokens: Annotated[int, typer.Option(min=1)] = 128,
     temperature: Annotated[float, typer.Option(min=0.0, help="0: greedy, so a resume repeats the first run.")] = 0.0,
     top_p: Annotated[float, typer.Option(min=0.0, max=1.0)] = 1.0,
@@ -105,7 +111,7 @@ def generate(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     job = BatchJob(
-        "generate", input, output, model, _home(), config, column, id_column, engine,
+        "generate", input, output, model, _home(), config, column, id_column, engine, dtype,
         batch_size, shard_size, checkpoint_every, max_retries, Generation(max_tokens, temperature, top_p, seed),
     )  # fmt: skip
     _run(job, workers, backend, restart, progress)
@@ -152,9 +158,10 @@ def _pool(job: BatchJob, workers: int | None, backend: Backend) -> Pool:
         from inferrelay.batch.ray_pool import RayPool
 
         return RayPool(job, workers)
-    from inferrelay.batch.pools import InlinePool, ProcessPool, gpu_devices
+    from inferrelay.batch.pools import InlinePool, ProcessPool
+    from inferrelay.engines.devices import visible_gpus
 
-    devices = gpu_devices()
+    devices = visible_gpus()
     if workers is None and not devices:
         return InlinePool(job)
     return ProcessPool(job, workers or len(devices), devices)

@@ -30,6 +30,7 @@ class BatchJob:
     text_column: str = "text"
     id_column: str = "id"
     engine: str | None = None  # one engine of the model's chain, instead of the first that loads
+    dtype: str | None = None  # instead of the model's own (e.g. int8 with the onnx engine)
     batch_size: int = 32
     shard_size: int = 10_000
     checkpoint_every: int = 8
@@ -47,6 +48,7 @@ class BatchJob:
             "task": self.task,
             "model": self.model,
             "engine": self.engine,
+            "dtype": self.dtype,
             "text_column": self.text_column,
             "id_column": self.id_column,
         }

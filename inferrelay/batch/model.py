@@ -10,9 +10,9 @@ from inferrelay.runtime.catalog import ModelCatalog
 from inferrelay.runtime.registry import ModelRegistry
 
 
-def load_model(name: str, settings: Settings, engine: str | None = None) -> LoadedModel:
-    """Walk the engine chain as the server does (or load with `engine` alone, which must be in it);
-    every failure is kept for the message if none loads."""
+def load_model(name: str, settings: Settings, engine: str | None = None, dtype: str | None = None) -> LoadedModel:
+    """Walk the engine chain as the server does (or load with `engine` alone, which must be in it), in the
+    model's dtype or `dtype`; every failure is kept for the message if none loads."""
     registry = ModelRegistry(settings.home)
     try:
         spec = ModelCatalog(settings.models, registry).get(name)
@@ -20,6 +20,8 @@ def load_model(name: str, settings: Settings, engine: str | None = None) -> Load
         registry.close()
     if spec is None:
         raise InferrelayError(ErrorKind.MODEL_NOT_FOUND, f"no model named {name!r}", param="model")
+    if dtype is not None:
+        spec = spec.model_copy(update={"dtype": dtype})
     if engine is not None and engine not in spec.engines:
         raise InferrelayError(
             ErrorKind.BAD_REQUEST, f"engine {engine!r} is not in {name!r}'s chain {spec.engines}", param="engine"

@@ -14,9 +14,7 @@ import dataclasses
 import logging
 import multiprocessing
 import os
-import shutil
 import signal
-import subprocess
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -213,17 +211,3 @@ def worker_main(job: BatchJob, connection: Connection, env: dict[str, str]) -> N
         pass  # the coordinator is gone: its next run recomputes what this worker did not report
     finally:
         worker.close()
-
-
-def gpu_devices() -> list[str]:
-    """The GPUs a worker can be pinned to: CUDA_VISIBLE_DEVICES when set, else those nvidia-smi lists."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return [d for d in visible.split(",") if d.strip() and d.strip() != "-1"]
-    if shutil.which("nvidia-smi") is None:
-        return []
-    try:
-        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [str(i) for i, line in enumerate(line for line in listed.splitlines() if line.startswith("GPU "))]

@@ -51,7 +51,7 @@ class Worker:
         from inferrelay.config.loading import load_settings
 
         self.job = job
-        model = load_model(job.model, load_settings(job.config, job.home), job.engine)
+        model = load_model(job.model, load_settings(job.config, job.home), job.engine, job.dtype)
         self._model = model
         self._compute: Callable[[list[Any]], dict[str, pa.Array]]
         if job.task == "embed":

@@ -36,7 +36,10 @@ class ModelSpec(Strict):
     engines: list[str] = Field(min_length=1, description="the fallback chain, first engine first")
     context_length: int = Field(default=2048, gt=0)
     device: str = Field(default="auto", description="auto (CUDA, then MPS, then CPU), cuda, cuda:N, mps or cpu")
-    dtype: str = Field(default="auto", description="auto (by device: SPEC §2), float32, float16 or bfloat16")
+    dtype: str = Field(
+        default="auto",
+        description="auto (by device: SPEC §2), float32, float16, bfloat16, or int8 (onnx: int8 weights)",
+    )
     keep_alive: Duration | None = Field(
         default=None,
         description="idle time before unloading: seconds or '5m'; 0: after each request; negative: never. "

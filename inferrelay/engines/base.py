@@ -160,6 +160,8 @@ class Engine(abc.ABC):
 
     name: ClassVar[str]
     capabilities: ClassVar[frozenset[Capability]]
+    reads: ClassVar[frozenset[str]] = frozenset()
+    """The source formats it loads (gguf, hf_folder, sentence_transformers, onnx): what the doctor matches."""
 
     @abc.abstractmethod
     def probe(self) -> ProbeResult:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
+import subprocess
 
 
 def pick_device(requested: str) -> tuple[str, str]:
@@ -38,3 +41,17 @@ def pick_dtype(requested: str, device: str) -> str:
 
 DTYPE_BY_DEVICE = {"cuda": "bfloat16", "mps": "float16", "cpu": "float32"}
 """SPEC §2: bf16 on CUDA, fp16 on MPS, fp32 on CPU."""
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs a worker can be pinned to: CUDA_VISIBLE_DEVICES when set, else those nvidia-smi lists."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [d for d in visible.split(",") if d.strip() and d.strip() != "-1"]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i, line in enumerate(line for line in listed.splitlines() if line.startswith("GPU "))]

@@ -35,6 +35,7 @@ INSTALL = "'inferrelay[llamacpp]'  (llama-cpp-python)"
 class LlamaCppEngine(Engine):
     name = "llamacpp"
     capabilities = frozenset({Capability.CHAT, Capability.COMPLETION, Capability.EMBEDDINGS})
+    reads = frozenset({"gguf"})
 
     def probe(self) -> ProbeResult:
         return probe_imports(("llama_cpp", INSTALL))

@@ -34,7 +34,7 @@ from inferrelay.engines.base import (
 from inferrelay.engines.chat_template import template_errors
 from inferrelay.engines.decoding import check_input_lengths
 from inferrelay.engines.devices import choose_device
-from inferrelay.engines.onnx_export import DECODER_PRECISION
+from inferrelay.engines.onnx_export import DECODER_PRECISION, ENCODER_VERSION
 from inferrelay.engines.optional import probe_imports, require
 from inferrelay.errors import ErrorKind, InferrelayError, dependency_missing
 
@@ -47,6 +47,7 @@ EXPORT_TIMEOUT_S = 1800
 class OnnxEngine(Engine):
     name = "onnx"
     capabilities = frozenset({Capability.CHAT, Capability.COMPLETION, Capability.EMBEDDINGS})
+    reads = frozenset({"gguf", "hf_folder", "sentence_transformers", "onnx"})
 
     def probe(self) -> ProbeResult:
         return probe_imports(RUNTIME, GENAI, TOKENIZERS)
@@ -54,17 +55,21 @@ class OnnxEngine(Engine):
     def load(self, model: ModelSpec, device: str, home: Path) -> LoadedModel:
         source = resolve_source(model.source)
         if model.is_encoder:
-            folder = _export(home, "encoder", source)
+            precision = "int8" if model.dtype == "int8" else "fp32"
+            folder = _export(home, "encoder", source, "--precision", precision, version=ENCODER_VERSION)
             return OnnxEncoder(folder, model, choose_device(device))
         folder = _export(home, "decoder", source, "--precision", DECODER_PRECISION)
         return GenAIDecoder(folder, model)
 
 
-def _export(home: Path, what: str, source: ModelSource, *options: str) -> Path:
-    """The cached ONNX `what` (encoder or decoder) of `source`, exported in a subprocess on first use."""
+def _export(home: Path, what: str, source: ModelSource, *options: str, version: str = "") -> Path:
+    """The cached ONNX `what` (encoder or decoder) of `source`, exported in a subprocess on first use.
+
+    The cache's name holds the options and the exporter's version: a changed export is a new folder.
+    """
     if source.format == "onnx":
         return source.folder
-    kind = f"onnx-{what}" + "".join(f"-{o}" for o in options if not o.startswith("--"))
+    kind = f"onnx-{what}{version and '-' + version}" + "".join(f"-{o}" for o in options if not o.startswith("--"))
 
     def build(out: Path) -> None:
         command = [sys.executable, "-m", "inferrelay.engines.onnx_export", what, str(source.path), str(out), *options]

@@ -33,9 +33,13 @@ TORCH = ("torch", "'inferrelay[torch]'")
 TRANSFORMERS = ("transformers", "'inferrelay[torch]'")
 
 
+TORCH_DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
 class TorchEngine(Engine):
     name = "torch"
     capabilities = frozenset({Capability.CHAT, Capability.COMPLETION, Capability.EMBEDDINGS})
+    reads = frozenset({"gguf", "hf_folder", "sentence_transformers"})
 
     def probe(self) -> ProbeResult:
         return probe_imports(TORCH, TRANSFORMERS)
@@ -46,6 +50,12 @@ class TorchEngine(Engine):
         source = resolve_source(model.source)
         if source.format not in ("gguf", "hf_folder", "sentence_transformers"):
             raise InferrelayError(ErrorKind.MODEL_LOAD_FAILED, f"transformers cannot read {source.format} files")
+        if model.dtype not in TORCH_DTYPES:
+            raise InferrelayError(
+                ErrorKind.MODEL_LOAD_FAILED,
+                f"torch runs a model in {', '.join(TORCH_DTYPES)}, not {model.dtype!r}",
+                hint="int8 weights are the onnx engine's: put onnx first in the model's engines",
+            )
         device = choose_device(device)
         dtype = getattr(torch, pick_dtype(model.dtype, device))
         torch.set_num_threads(os.cpu_count() or 1)

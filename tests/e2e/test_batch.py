@@ -151,3 +151,27 @@ def test_a_shard_that_always_fails_is_reported_while_the_others_finish(test_home
     )
     assert "failed" in status.stdout
     assert "2 " in status.stdout.splitlines()[3]  # shard 1: two attempts
+
+
+def test_int8_embeddings_stay_close_to_sentence_transformers_and_dtype_is_part_of_the_job(
+    test_home: Path, tmp_path: Path
+) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    texts = sentences(200)
+    source = write_input(tmp_path / "in.jsonl", texts)
+    out = tmp_path / "out"
+    done = run(test_home, str(source), "-o", str(out), "--dtype", "int8", "--engine", "onnx")
+    assert done.returncode == 0, done.stderr
+    _, vectors = embeddings(out)
+    reference = SentenceTransformer(str(resolve_source(MINILM.source).path), device="cpu").encode(texts)
+    cosines = np.sum(vectors * reference, axis=1) / np.linalg.norm(reference, axis=1) / np.linalg.norm(vectors, axis=1)
+    assert cosines.min() > 0.97  # int8 weights: close, not equal (docs/batch.md has the measured figures)
+    assert cosines.max() < 0.99999  # and really int8, not the fp32 export
+
+    refused = run(test_home, str(source), "-o", str(out), "--engine", "onnx")
+    assert refused.returncode == 2
+    assert "dtype: 'int8' -> None" in refused.stderr
+    torch_int8 = run(test_home, str(source), "-o", str(tmp_path / "torch"), "--dtype", "int8", "--engine", "torch")
+    assert torch_int8.returncode == 2
+    assert "torch runs a model in auto, float32, float16, bfloat16, not 'int8'" in torch_int8.stderr

@@ -14,9 +14,10 @@ from inferrelay.batch.checkpoints import ROW, write_part
 from inferrelay.batch.coordinator import Stop, run_job
 from inferrelay.batch.inputs import pick_text_column
 from inferrelay.batch.job import BatchJob
-from inferrelay.batch.pools import ChunkDone, ChunkFailed, Event, WorkerDied, gpu_devices
+from inferrelay.batch.pools import ChunkDone, ChunkFailed, Event, WorkerDied
 from inferrelay.batch.progress import Progress
 from inferrelay.batch.work import Chunk, as_messages, input_length
+from inferrelay.engines.devices import visible_gpus
 from inferrelay.errors import ErrorKind, InferrelayError
 
 
@@ -128,9 +129,9 @@ def test_the_text_column_is_picked_from_each_format(tmp_path: Path) -> None:
 
 def test_workers_are_pinned_to_the_visible_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
-    assert gpu_devices() == ["2", "3"]
+    assert visible_gpus() == ["2", "3"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    assert gpu_devices() == []
+    assert visible_gpus() == []
 
 
 def test_progress_line_shows_rate_eta_and_shards(tmp_path: Path) -> None:
