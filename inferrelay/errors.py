@@ -8,6 +8,7 @@ into a kind, and the server maps a kind to OpenAI's error body.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -139,23 +140,27 @@ def dependency_missing(library: str, install: str, cause: object = "not installe
     )
 
 
-_OOM_MARKERS = ("out of memory", "failed to allocate", "cannot allocate memory")
+UNCLASSIFIED: Counter[str] = Counter()
+"""Exception types that reached `internal`, by module and name: the runtime's stats show them, so
+each one can get its own rule in error_rules.py."""
 
 
 def classify(exc: BaseException, *, loading: bool = False) -> InferrelayError:
-    """Give any exception its kind; `loading` says it happened while loading a model."""
+    """Give any exception its kind and hint (error_rules.RULES); `loading` says it happened while loading a model."""
+    from inferrelay.error_rules import match
+
     if isinstance(exc, InferrelayError):
         return exc
     text = f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, MemoryError) or any(m in str(exc).lower() for m in _OOM_MARKERS):
-        return InferrelayError(ErrorKind.OUT_OF_MEMORY, text)
     if isinstance(exc, ImportError):
         name = getattr(exc, "name", None)
         hint = f"pip install {name.split('.')[0]}" if name else "install the library the message names"
         return InferrelayError(ErrorKind.DEPENDENCY_MISSING, text, hint=hint)
-    if isinstance(exc, TimeoutError):
-        return InferrelayError(ErrorKind.TIMEOUT, text)
+    rule = match(exc, text, loading)
+    if rule is not None:
+        return InferrelayError(rule.kind, text, hint=rule.hint)
     if loading:
         return InferrelayError(ErrorKind.MODEL_LOAD_FAILED, text)
+    UNCLASSIFIED[f"{type(exc).__module__}.{type(exc).__qualname__}"] += 1
     log.error("unclassified exception %s", type(exc).__name__, exc_info=exc)
     return InferrelayError(ErrorKind.INTERNAL, f"internal error: {text[:300]}")

@@ -153,6 +153,7 @@ def _done_content(shard: ShardState) -> bytes:
 
 
 def _parquet_bytes(table: pa.Table) -> bytes:
+    """Without dictionary encoding: on vectors of floats it costs 13x the write time and grows the file."""
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
+    pq.write_table(table, sink, use_dictionary=False)
     return bytes(sink.getvalue().to_pybytes())

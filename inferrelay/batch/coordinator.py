@@ -21,7 +21,7 @@ from types import FrameType
 import numpy as np
 import pyarrow as pa
 
-from inferrelay.batch.checkpoints import add_checkpoint, finalize_shard, mark_done, verify_shard
+from inferrelay.batch.checkpoints import add_checkpoint, finalize_shard, mark_done, output_path, verify_shard
 from inferrelay.batch.inputs import fingerprint, read_rows
 from inferrelay.batch.job import BatchJob
 from inferrelay.batch.manifest import Manifest, ShardState, check_compatible
@@ -136,9 +136,9 @@ class Coordinator:
                 if self._failed(running.state, event.error):
                     pending.append(running.state)
         self.summary.stopped = self.stop.requested and any(s.state != "done" for s in self.manifest.shards)
-        for shard in self.manifest.shards:
-            if shard.state == "done":
-                finalize_shard(self.job.outdir, shard)  # again after a crash between .done and the output file
+        for shard in self.manifest.shards:  # a crash between .done and the output file leaves no output
+            if shard.state == "done" and not output_path(self.job.outdir, shard.index).exists():
+                finalize_shard(self.job.outdir, shard)
         self.summary.seconds = time.perf_counter() - started
         self.progress.end(self.summary)
         return self.summary

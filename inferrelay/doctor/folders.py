@@ -11,6 +11,8 @@ from inferrelay.errors import InferrelayError
 from inferrelay.models.facts import SHARD_INDEX, WEIGHT_PATTERNS, model_facts
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.txt", "vocab.json", "spiece.model")
+STATELESS_MODULES = ("Normalize",)
+"""sentence-transformers modules that save nothing: their folder may be absent."""
 GENERATIVE = ("ForCausalLM", "ForConditionalGeneration", "LMHeadModel")
 
 
@@ -140,7 +142,7 @@ def _modules(path: Path, found: Inspection) -> None:
         kind = str(module.get("type", "?")).rsplit(".", 1)[-1]
         folder = str(module.get("path", ""))
         names.append(f"{kind} ({folder or '.'})")
-        if folder and not (path / folder).is_dir():
+        if folder and kind not in STATELESS_MODULES and not (path / folder).is_dir():
             found.problem(f"module {kind} names folder {folder}, which is missing", f"restore {folder}/")
         if kind == "Pooling" and (path / folder / "config.json").exists():
             pooling = read_json(path / folder / "config.json", found, f"restore {folder}/config.json") or {}

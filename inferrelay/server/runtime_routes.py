@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -137,6 +138,23 @@ async def list_models(request: Request) -> dict[str, Any]:
 async def show_model(name: str, request: Request) -> dict[str, Any]:
     relay = relay_of(request)
     return model_view(relay, _spec(relay, name), relay.pool)
+
+
+@router.get("/models/{name}/doctor")
+async def doctor_model(name: str, request: Request) -> dict[str, Any]:
+    """The doctor's report on a served model's source (as `inferrelay doctor PATH --json`)."""
+    from inferrelay.config.sources import PACKAGE_PREFIX, resolve_source
+    from inferrelay.doctor.report import diagnose
+
+    relay = relay_of(request)
+    spec = _spec(relay, name)
+    if spec.source.startswith(PACKAGE_PREFIX):
+        path = resolve_source(spec.source).path
+    else:
+        path = Path(spec.source).expanduser()
+    candidates = [s for other in relay.catalog.names() if (s := relay.catalog.get(other)) is not None]
+    report = await asyncio.to_thread(diagnose, path, relay.registry, candidates, spec.context_length)
+    return {"model": name, **report.as_dict()}
 
 
 @router.post("/generate")

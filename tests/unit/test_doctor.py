@@ -152,3 +152,13 @@ def test_a_diffusers_pipeline_with_one_components_weights_deleted(tmp_path: Path
     assert "component scheduler (diffusers.DDPMScheduler): its folder scheduler/ is missing" in [
         p.what for p in found.problems
     ]
+
+
+def test_the_packaged_sentence_transformers_folder_is_usable(engines: EngineRegistry) -> None:
+    report = diagnose(resolve_source(MINILM.source).path, engines, [SMOLLM2, MINILM])
+    found = report.inspection
+    assert found.problems == []
+    assert (found.format, found.capability, found.details["pooling"]) == ("sentence_transformers", "embeddings", "mean")
+    assert found.details["modules"] == "Transformer (.), Pooling (1_Pooling), Normalize (2_Normalize)"
+    assert {e.engine for e in report.engines if e.can_serve} == {"onnx", "torch"}
+    assert report.usable
