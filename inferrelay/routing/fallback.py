@@ -11,6 +11,7 @@ from inferrelay.engines.base import Capability, Engine
 from inferrelay.engines.registry import EngineRegistry
 from inferrelay.errors import ErrorKind, InferrelayError, classify
 from inferrelay.runtime.pool import LoadedSlot, ModelPool, RememberedLoadFailure
+from inferrelay.runtime.remediation import Remedy, Step, ladder, lower_precision, record, recording
 
 T = TypeVar("T")
 
@@ -37,6 +38,7 @@ class Served(Generic[T]):
     result: T
     backend: str
     attempts: list[Attempt] = field(default_factory=list)
+    remedies: list[Remedy] = field(default_factory=list)
 
 
 class ChainFailed(InferrelayError):
@@ -45,6 +47,7 @@ class ChainFailed(InferrelayError):
     def __init__(self, error: InferrelayError, attempts: list[Attempt]) -> None:
         super().__init__(error.kind, error.message, param=error.param, hint=error.hint, retry_after=error.retry_after)
         self.attempts = attempts
+        self.remedies: list[Remedy] = []
 
 
 class FallbackChain:
@@ -60,7 +63,26 @@ class FallbackChain:
         action: Callable[[LoadedSlot], Awaitable[T]],
         keep_alive: float | None = None,
     ) -> Served[T]:
-        """Walk `spec`'s engines; `keep_alive` (from the request) replaces the serving model's."""
+        """Walk `spec`'s engines; `keep_alive` (from the request) replaces the serving model's.
+
+        Each failure climbs its remediation ladder (runtime/remediation.py) before the next engine is tried.
+        """
+        with recording() as remedies:
+            try:
+                served = await self._walk(spec, capability, action, keep_alive)
+            except ChainFailed as failed:
+                failed.remedies = remedies
+                raise
+        served.remedies = remedies
+        return served
+
+    async def _walk(
+        self,
+        spec: ModelSpec,
+        capability: Capability,
+        action: Callable[[LoadedSlot], Awaitable[T]],
+        keep_alive: float | None,
+    ) -> Served[T]:
         attempts: list[Attempt] = []
         remembered: dict[str, float] = {}  # engines skipped on a recent load failure, and when
         for name in spec.engines:
@@ -92,18 +114,17 @@ class FallbackChain:
         backend = f"local/{name}"
         try:
             engine = self._usable_engine(name, capability)
-            slot = await self._pool.slot(spec, engine, retry_now=retry_now, keep_alive=keep_alive)
-            try:
-                return Served(await action(slot), backend, attempts)
-            except Exception as exc:
-                if not self._pool.out_of_gpu_memory(slot, classify(exc)):
-                    raise
-                # reloaded on the CPU by the pool; the same engine tries once more there
-                await self._pool.move_to_cpu(slot, classify(exc).message)
-                slot = await self._pool.slot(spec, engine, retry_now=True, keep_alive=keep_alive)
-                return Served(await action(slot), backend, attempts)
+            slot = await self._load(spec, engine, backend, retry_now, keep_alive)
+            while True:
+                try:
+                    return Served(await action(slot), backend, attempts)
+                except Exception as exc:
+                    if not await self._step_down(slot, classify(exc), backend):
+                        raise
+                    slot = await self._pool.slot(spec, engine, retry_now=True, keep_alive=keep_alive)
         except Exception as exc:
             error = classify(exc)
+            self._next_engine(spec, backend, error)
             if not error.kind.policy.falls_back:
                 raise ChainFailed(error, attempts) from exc
             if not isinstance(error, RememberedLoadFailure):
@@ -112,6 +133,50 @@ class FallbackChain:
             if not self._settings.fallback:
                 raise ChainFailed(error, attempts) from exc
             return error
+
+    async def _load(
+        self, spec: ModelSpec, engine: Engine, backend: str, retry_now: bool, keep_alive: float | None
+    ) -> LoadedSlot:
+        """The engine's slot; a load refused for memory is tried again in the engine's lower precision."""
+        while True:
+            try:
+                return await self._pool.slot(spec, engine, retry_now=retry_now, keep_alive=keep_alive)
+            except InferrelayError as error:
+                if Step.LOWER_PRECISION not in ladder(error.kind):
+                    raise
+                dtype = self._pool.planned_dtype(spec)
+                lower = lower_precision(engine.name, spec.is_encoder, dtype)
+                if lower is None:
+                    raise
+                record(spec.name, backend, Step.LOWER_PRECISION, f"{dtype} -> {lower}, to load")
+                self._pool.lower(spec.name, lower)
+
+    async def _step_down(self, slot: LoadedSlot, error: InferrelayError, backend: str) -> bool:
+        """The ladder's steps that reload the same engine's model: True when one was taken and it is worth
+        another try. (SMALLER_BATCH is the request handler's, NEXT_ENGINE and SKIP_ENGINE the walk's.)"""
+        placement, name = slot.placement, slot.spec.name
+        for step in ladder(error.kind):
+            if step is Step.LOWER_PRECISION:
+                lower = lower_precision(placement.engine, slot.spec.is_encoder, placement.dtype)
+                if lower is not None:
+                    record(name, backend, step, f"{placement.dtype} -> {lower}")
+                    await self._pool.reload_lower(slot, lower, error.message)
+                    return True
+            elif step is Step.CPU and placement.device != "cpu":
+                record(name, backend, step, f"{placement.device} -> cpu")
+                await self._pool.move_to_cpu(slot, error.message)
+                return True
+        return False
+
+    def _next_engine(self, spec: ModelSpec, backend: str, error: InferrelayError) -> None:
+        """Record the walk's own step for this failure: on to the next engine, or this one skipped, and why."""
+        for step in ladder(error.kind):
+            if step is Step.NEXT_ENGINE:
+                record(spec.name, backend, step, f"after {error.kind.value}")
+                return
+            if step is Step.SKIP_ENGINE:
+                record(spec.name, backend, step, f"{error.kind.value}; fix: {error.hint}")
+                return
 
     def _usable_engine(self, name: str, capability: Capability) -> Engine:
         state = self._registry.state(name)

@@ -42,7 +42,7 @@ class EngineMemory:
 ENGINES: dict[str, EngineMemory] = {
     "llamacpp": EngineMemory(STORED, STORED, 2, 32 * MIB, 32 * MIB),  # f16 KV cache by default
     "torch": EngineMemory(DTYPE, DTYPE, DTYPE, 128 * MIB, 32 * MIB),
-    "onnx": EngineMemory(1, 4, 4, 64 * MIB, 32 * MIB),  # int8 decoder exports, fp32 encoder exports
+    "onnx": EngineMemory(1, DTYPE, 4, 64 * MIB, 32 * MIB),  # int8 decoder exports; encoders fp32, or int8 on request
     "fake": EngineMemory(0, 0, 0, 0, 0),
 }
 OTHER_ENGINE = EngineMemory(STORED, STORED, DTYPE, 64 * MIB, 32 * MIB)
@@ -94,6 +94,22 @@ def _kv_cache(facts: ModelFacts, element_bytes: float, context_length: int) -> i
     if not (facts.layers and facts.kv_heads and facts.head_dim):
         return 0
     return int(2 * facts.layers * facts.kv_heads * facts.head_dim * context_length * element_bytes)
+
+
+CHARS_PER_TOKEN = 3
+"""A conservative guess (English runs nearer 4) for sizing a batch before it is tokenized."""
+ACTIVATION_WIDTH = 8
+"""Floats per token and hidden unit live at once in one encoder layer: Q, K, V, the attention output and
+the feed-forward's 4x hidden intermediate and its output."""
+
+
+def encoder_activations(facts: ModelFacts, texts: list[str], element_bytes: int = 4) -> int:
+    """Working memory one batch of `texts` needs in an encoder: every text padded to the longest, one layer at
+    a time, plus each head's attention scores."""
+    tokens = max((len(t) for t in texts), default=0) // CHARS_PER_TOKEN + 2
+    hidden = facts.hidden_size or 768
+    heads = facts.attention_heads or 12
+    return len(texts) * tokens * (hidden * ACTIVATION_WIDTH + heads * tokens) * element_bytes
 
 
 def process_rss() -> int:

@@ -19,6 +19,7 @@ from typing import Any
 from inferrelay.config.runtime import RuntimeSettings
 from inferrelay.config.schema import ModelSpec
 from inferrelay.engines.base import Engine, utcnow
+from inferrelay.engines.devices import pick_device, pick_dtype
 from inferrelay.errors import ErrorKind, InferrelayError, classify
 from inferrelay.runtime.eviction import choose_victims, holders
 from inferrelay.runtime.memory import available_bytes, format_bytes, process_rss, release_freed
@@ -75,6 +76,7 @@ class ModelPool:
         self._loading: dict[tuple[str, str], asyncio.Task[LoadedSlot]] = {}
         self._unloading: list[str] = []
         self._on_cpu: set[str] = set()  # models that ran out of GPU memory: loaded on the CPU from then on
+        self._lowered: dict[str, str] = {}  # models that ran out of memory: loaded in this dtype from then on
         self._load_lock = asyncio.Lock()
         self.loads = 0
         self.events: list[Event] = []
@@ -114,6 +116,8 @@ class ModelPool:
         try:
             async with self._load_lock:
                 placed = spec.model_copy(update={"device": "cpu"}) if spec.name in self._on_cpu else spec
+                if spec.name in self._lowered:
+                    placed = placed.model_copy(update={"dtype": self._lowered[spec.name]})
                 planned = await asyncio.to_thread(plan_load, placed, engine.name)
                 await self._make_room(spec, planned)
                 slot = await self._load_on(spec, engine, planned)
@@ -155,9 +159,6 @@ class ModelPool:
         keep_alive = spec.keep_alive if spec.keep_alive is not None else self._runtime.keep_alive
         return LoadedSlot(model, spec, placement, keep_alive, self._clock)
 
-    def out_of_gpu_memory(self, slot: LoadedSlot, error: InferrelayError) -> bool:
-        return error.kind is ErrorKind.OUT_OF_MEMORY and slot.placement.device != "cpu"
-
     async def move_to_cpu(self, slot: LoadedSlot, reason: str) -> None:
         """A request ran out of GPU memory: unload the model; its next load is on the CPU."""
         self._on_cpu.add(slot.spec.name)
@@ -165,6 +166,36 @@ class ModelPool:
             "%s ran out of memory on %s serving a request; moving it to the CPU", slot.spec.name, slot.placement.device
         )
         await self._unload(slot, "moved_to_cpu", f"a request ran out of memory on {slot.placement.device}: {reason}")
+
+    def planned_dtype(self, spec: ModelSpec) -> str:
+        """The dtype the model's next load will use."""
+        if spec.name in self._lowered:
+            return self._lowered[spec.name]
+        device = "cpu" if spec.name in self._on_cpu else pick_device(spec.device)[0]
+        return pick_dtype(spec.dtype, device)
+
+    def lower(self, name: str, dtype: str) -> None:
+        """Load `name` in `dtype` from now on (a remediation step: its fp32 load did not fit)."""
+        self._lowered[name] = dtype
+        self.events.append(Event(utcnow(), name, "lower_precision", f"loads in {dtype} from now on"))
+
+    async def reload_lower(self, slot: LoadedSlot, dtype: str, reason: str) -> None:
+        """A request ran out of memory: unload the model; its next load is in `dtype`."""
+        self._lowered[slot.spec.name] = dtype
+        detail = f"{slot.placement.dtype} -> {dtype} after: {reason}"
+        await self._unload(slot, "lower_precision", detail)
+
+    def admit_request(self, slot: LoadedSlot, needed: int, what: str) -> None:
+        """Refuse work whose working memory would not fit beside the models on the slot's device."""
+        device = slot.placement.device
+        room = self.room(device)
+        if room is not None and needed > room:
+            raise InferrelayError(
+                ErrorKind.OUT_OF_MEMORY,
+                f"{what} needs about {format_bytes(needed)} of working memory on {device}, and "
+                f"{format_bytes(max(room, 0))} is free within the memory budget beside the loaded models",
+                hint="Send fewer or shorter inputs, raise runtime.memory_budget, or unload a model.",
+            )
 
     def room(self, device: str) -> int | None:
         """Bytes a new model may take on `device` now: within the budget and the free memory; None: no limit known."""

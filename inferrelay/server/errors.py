@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 
 from inferrelay.errors import ErrorKind, InferrelayError, bad_request, classify
 from inferrelay.routing.fallback import ChainFailed, attempts_header
+from inferrelay.runtime import remediation
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,8 @@ def error_response(error: InferrelayError) -> JSONResponse:
         headers["retry-after"] = str(max(1, math.ceil(error.retry_after)))
     if isinstance(error, ChainFailed) and error.attempts:
         headers["x-inferrelay-attempts"] = attempts_header(error.attempts)
+    if isinstance(error, ChainFailed) and error.remedies:
+        headers["x-inferrelay-remediation"] = remediation.header(error.remedies)
     return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
 

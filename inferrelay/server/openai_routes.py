@@ -15,13 +15,16 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from inferrelay.config.schema import ModelSpec
-from inferrelay.engines.base import Capability, EmbeddingModel, LoadedModel, Piece, TextModel
+from inferrelay.engines.base import Capability, EmbeddingModel, Embeddings, LoadedModel, Piece, TextModel
 from inferrelay.errors import ErrorKind, InferrelayError, classify
 from inferrelay.providers.remote import RemoteClient
-from inferrelay.routing.batching import embed_sorted
+from inferrelay.routing.batching import EMBED_BATCH, embed_sorted
 from inferrelay.routing.fallback import Served, attempts_header
 from inferrelay.routing.ratelimit import estimate_tokens
-from inferrelay.runtime.pool import LoadedSlot
+from inferrelay.runtime import remediation
+from inferrelay.runtime.memory import encoder_activations
+from inferrelay.runtime.placement import facts_for
+from inferrelay.runtime.pool import LoadedSlot, ModelPool
 from inferrelay.server.errors import sse_error
 from inferrelay.server.relay import Relay, relay_of
 from inferrelay.server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
@@ -33,7 +36,10 @@ PATHS = {Capability.CHAT: "chat/completions", Capability.COMPLETION: "completion
 
 
 def served_headers(served: Served[Any]) -> dict[str, str]:
-    return {"x-inferrelay-backend": served.backend, "x-inferrelay-attempts": attempts_header(served.attempts)}
+    headers = {"x-inferrelay-backend": served.backend, "x-inferrelay-attempts": attempts_header(served.attempts)}
+    if served.remedies:
+        headers["x-inferrelay-remediation"] = remediation.header(served.remedies)
+    return headers
 
 
 def _as(model: LoadedModel, kind: type[Any]) -> Any:
@@ -183,8 +189,7 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> JSONResponse:
 
     async def local(spec: ModelSpec) -> Served[dict[str, Any]]:
         async def run(slot: LoadedSlot) -> dict[str, Any]:
-            model: EmbeddingModel = _as(slot.model, EmbeddingModel)
-            result = await slot.call(lambda: embed_sorted(model, texts))
+            result = await embed_within_memory(relay.pool, slot, texts)
             if body.encoding_format == "base64":
                 data: list[Any] = [base64.b64encode(row.astype("<f4").tobytes()).decode() for row in result.vectors]
             else:
@@ -205,6 +210,31 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> JSONResponse:
 
     served = await _route(relay, body.model, Capability.EMBEDDINGS, local, remote, forwarded)
     return JSONResponse(served.result, headers=served_headers(served))
+
+
+async def embed_within_memory(pool: ModelPool, slot: LoadedSlot, texts: list[str]) -> Embeddings:
+    """Each batch first passes the runtime's memory check; out of memory, the batch is halved (the ladder's
+    SMALLER_BATCH step) down to one input, and the walk's steps take over from there."""
+    model: EmbeddingModel = _as(slot.model, EmbeddingModel)
+    facts = facts_for(slot.spec.source)
+    element_bytes = 1 if slot.placement.dtype == "int8" else 4
+
+    def admit(batch: list[str]) -> None:
+        if facts is not None:
+            pool.admit_request(
+                slot, encoder_activations(facts, batch, element_bytes), f"a batch of {len(batch)} inputs"
+            )
+
+    size = EMBED_BATCH
+    while True:
+        try:
+            return await slot.call(lambda size=size: embed_sorted(model, texts, size, admit))  # type: ignore[misc]
+        except Exception as exc:
+            if remediation.Step.SMALLER_BATCH not in remediation.ladder(classify(exc).kind) or size == 1:
+                raise
+            backend = f"local/{slot.placement.engine}"
+            remediation.record(slot.spec.name, backend, remediation.Step.SMALLER_BATCH, f"{size} -> {size // 2}")
+            size //= 2
 
 
 @router.get("/v1/models")

@@ -15,8 +15,9 @@ from inferrelay.config.schema import ModelSpec
 from inferrelay.config.strict import Strict
 from inferrelay.config.units import Duration
 from inferrelay.engines.base import Capability
-from inferrelay.errors import ErrorKind, InferrelayError
+from inferrelay.errors import UNCLASSIFIED, ErrorKind, InferrelayError
 from inferrelay.routing.fallback import attempts_header
+from inferrelay.runtime import remediation
 from inferrelay.runtime.pool import ModelPool
 from inferrelay.runtime.registration import RegisterRequest, registration_spec
 from inferrelay.server.openai_routes import generate
@@ -195,8 +196,13 @@ async def runtime_stats(request: Request) -> dict[str, Any]:
         device["budget_bytes"] = relay.settings.runtime.memory_budget.get(name.split(":")[0])
         device["room_bytes"] = pool.room(name)
     specs = [relay.catalog.get(name) for name in relay.catalog.names()]
+    remedies: dict[str, dict[str, int]] = {}
+    for (model, step), count in sorted(remediation.TAKEN.items()):
+        remedies.setdefault(model, {})[step] = count
     return {
         "loads": pool.loads,
         "devices": devices,
         "models": {spec.name: model_view(relay, spec, pool) for spec in specs if spec is not None},
+        "remediation": remedies,
+        "unclassified_errors": dict(UNCLASSIFIED),
     }
