@@ -144,12 +144,12 @@ class FallbackChain:
             except InferrelayError as error:
                 if Step.LOWER_PRECISION not in ladder(error.kind):
                     raise
-                dtype = self._pool.planned_dtype(spec)
+                dtype = self._pool.planned_dtype(spec, engine.name)
                 lower = lower_precision(engine.name, spec.is_encoder, dtype)
                 if lower is None:
                     raise
                 record(spec.name, backend, Step.LOWER_PRECISION, f"{dtype} -> {lower}, to load")
-                self._pool.lower(spec.name, lower)
+                self._pool.lower(spec.name, engine.name, lower)
 
     async def _step_down(self, slot: LoadedSlot, error: InferrelayError, backend: str) -> bool:
         """The ladder's steps that reload the same engine's model: True when one was taken and it is worth

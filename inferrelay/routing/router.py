@@ -23,6 +23,7 @@ from inferrelay.routing.ratelimit import RateLimiter
 from inferrelay.routing.resolve import Step
 from inferrelay.routing.stats import DeploymentBook
 from inferrelay.runtime.catalog import ModelCatalog
+from inferrelay.runtime.remediation import recording
 
 T = TypeVar("T")
 
@@ -65,7 +66,27 @@ class StepRouter:
         remote: RemoteAction[T],
         estimate: Callable[[], int] = lambda: 0,
     ) -> Served[T]:
-        """Walk `steps`; `estimate` gives the request's size in tokens, asked only where a tpm limit applies."""
+        """Walk `steps`; `estimate` gives the request's size in tokens, asked only where a tpm limit applies.
+
+        The remediation steps taken anywhere in the walk go with the answer, or with the failure.
+        """
+        with recording() as remedies:
+            try:
+                served = await self._walk(requested, steps, local, remote, estimate)
+            except ChainFailed as failed:
+                failed.remedies = remedies
+                raise
+        served.remedies = remedies
+        return served
+
+    async def _walk(
+        self,
+        requested: str,
+        steps: list[Step],
+        local: LocalAction[T],
+        remote: RemoteAction[T],
+        estimate: Callable[[], int],
+    ) -> Served[T]:
         attempts: list[Attempt] = []
         skipped: list[Step] = []
         for step in steps:

@@ -76,7 +76,7 @@ class ModelPool:
         self._loading: dict[tuple[str, str], asyncio.Task[LoadedSlot]] = {}
         self._unloading: list[str] = []
         self._on_cpu: set[str] = set()  # models that ran out of GPU memory: loaded on the CPU from then on
-        self._lowered: dict[str, str] = {}  # models that ran out of memory: loaded in this dtype from then on
+        self._lowered: dict[tuple[str, str], str] = {}  # (model, engine) out of memory: loaded in this dtype since
         self._load_lock = asyncio.Lock()
         self.loads = 0
         self.events: list[Event] = []
@@ -116,8 +116,8 @@ class ModelPool:
         try:
             async with self._load_lock:
                 placed = spec.model_copy(update={"device": "cpu"}) if spec.name in self._on_cpu else spec
-                if spec.name in self._lowered:
-                    placed = placed.model_copy(update={"dtype": self._lowered[spec.name]})
+                if key in self._lowered:
+                    placed = placed.model_copy(update={"dtype": self._lowered[key]})
                 planned = await asyncio.to_thread(plan_load, placed, engine.name)
                 await self._make_room(spec, planned)
                 slot = await self._load_on(spec, engine, planned)
@@ -167,22 +167,22 @@ class ModelPool:
         )
         await self._unload(slot, "moved_to_cpu", f"a request ran out of memory on {slot.placement.device}: {reason}")
 
-    def planned_dtype(self, spec: ModelSpec) -> str:
-        """The dtype the model's next load will use."""
-        if spec.name in self._lowered:
-            return self._lowered[spec.name]
+    def planned_dtype(self, spec: ModelSpec, engine: str) -> str:
+        """The dtype the model's next load with `engine` will use."""
+        if (spec.name, engine) in self._lowered:
+            return self._lowered[(spec.name, engine)]
         device = "cpu" if spec.name in self._on_cpu else pick_device(spec.device)[0]
         return pick_dtype(spec.dtype, device)
 
-    def lower(self, name: str, dtype: str) -> None:
-        """Load `name` in `dtype` from now on (a remediation step: its fp32 load did not fit)."""
-        self._lowered[name] = dtype
-        self.events.append(Event(utcnow(), name, "lower_precision", f"loads in {dtype} from now on"))
+    def lower(self, name: str, engine: str, dtype: str) -> None:
+        """Load `name` with `engine` in `dtype` from now on (a remediation step: its load did not fit)."""
+        self._lowered[(name, engine)] = dtype
+        self.events.append(Event(utcnow(), name, "lower_precision", f"{engine} loads it in {dtype} from now on"))
 
     async def reload_lower(self, slot: LoadedSlot, dtype: str, reason: str) -> None:
         """A request ran out of memory: unload the model; its next load is in `dtype`."""
-        self._lowered[slot.spec.name] = dtype
-        detail = f"{slot.placement.dtype} -> {dtype} after: {reason}"
+        self._lowered[(slot.spec.name, slot.placement.engine)] = dtype
+        detail = f"{slot.placement.engine}: {slot.placement.dtype} -> {dtype} after: {reason}"
         await self._unload(slot, "lower_precision", detail)
 
     def admit_request(self, slot: LoadedSlot, needed: int, what: str) -> None:

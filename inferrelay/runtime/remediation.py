@@ -72,7 +72,11 @@ _current: ContextVar[list[Remedy] | None] = ContextVar("inferrelay_remedies", de
 
 @contextmanager
 def recording() -> Iterator[list[Remedy]]:
-    """Collect the steps taken while serving one request."""
+    """Collect the steps taken while serving one request; a nested recording joins the outer one."""
+    outer = _current.get()
+    if outer is not None:
+        yield outer
+        return
     remedies: list[Remedy] = []
     token = _current.set(remedies)
     try:
