@@ -12,6 +12,7 @@ import pytest
 
 from inferrelay.config.embedded import MINILM, SMOLLM2
 from inferrelay.config.sources import resolve_source
+from inferrelay.engines.onnx_export import ENCODER_VERSION
 from inferrelay.engines.registry import EngineRegistry
 from tests.conftest import FRANCE
 
@@ -59,7 +60,7 @@ def test_streaming_falls_back_before_the_first_token(start_server: Any, test_hom
 def test_corrupt_onnx_export_falls_back_to_torch(start_server: Any, test_home: Path, tmp_path: Path) -> None:
     home = tmp_path / "home"
     digest = resolve_source(MINILM.source).digest()
-    export = f"onnx-encoder-{digest}"
+    export = f"onnx-encoder-{ENCODER_VERSION}-fp32-{digest}"
     onnx = EngineRegistry.discover().state("onnx")
     assert onnx is not None
     assert onnx.engine is not None

@@ -11,6 +11,7 @@ import pytest
 from inferrelay.config.embedded import MINILM, SMOLLM2
 from inferrelay.config.sources import resolve_source
 from inferrelay.engines.base import EmbeddingModel, GenerationRequest, LoadedModel, Sampling, TokenTextModel
+from inferrelay.engines.onnx_export import ENCODER_VERSION
 from inferrelay.engines.registry import EngineRegistry
 from inferrelay.routing.batching import embed_sorted
 from tests.conftest import FRANCE
@@ -120,7 +121,7 @@ def test_onnx_and_torch_embeddings_agree_with_sentence_transformers(encoders: di
 
 def test_onnx_export_is_cached_by_source_hash(encoders: dict[str, EmbeddingModel], test_home: Path) -> None:
     digest = resolve_source(MINILM.source).digest()
-    folder = test_home / "cache" / f"onnx-encoder-{digest}"
+    folder = test_home / "cache" / f"onnx-encoder-{ENCODER_VERSION}-fp32-{digest}"
     assert (folder / "model.onnx").is_file()
     stamp = os.stat(folder / "model.onnx").st_mtime_ns
     registry = EngineRegistry.discover()
