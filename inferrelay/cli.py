@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -163,6 +164,43 @@ def doctor(
     typer.echo(json.dumps(report.as_dict(), indent=2, default=str) if as_json else render(report))
     if not report.usable:
         raise typer.Exit(1)
+
+
+@app.command()
+def logs(
+    model: Annotated[Optional[str], typer.Option(help="Only this model (as asked).")] = None,  # noqa: UP045
+    since: Annotated[Optional[str], typer.Option(help="Only the last 30s, 15m, 2h, 1d...")] = None,  # noqa: UP045
+    failed: Annotated[bool, typer.Option("--failed", help="Only requests that failed.")] = False,
+    limit: Annotated[int, typer.Option(min=1)] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The request log ($INFERRELAY_HOME/requests.sqlite3), newest first."""
+    from inferrelay.config.schema import default_home
+    from inferrelay.config.units import parse_duration
+    from inferrelay.observe.queries import open_log, recent
+
+    try:
+        since_s = parse_duration(since) if since else None
+    except ValueError as exc:
+        typer.echo(f"error: --since: {exc}", err=True)
+        raise typer.Exit(2) from None
+    db = open_log(default_home())
+    if db is None:
+        typer.echo(f"no request log in {default_home()} yet", err=True)
+        raise typer.Exit(1)
+    rows = recent(db, model, since_s, failed, limit)
+    db.close()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    typer.echo("TIME                 MODEL                     BACKEND          STATUS OUTCOME          MS      TOKENS")
+    for row in rows:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["at"]))
+        tokens = f"{row['prompt_tokens']}+{row['completion_tokens']}"
+        line = f"{when}  {row['model']:<25} {row['backend'] or '-':<16} {row['status']:<6} {row['outcome']:<16} "
+        typer.echo(line + f"{row['latency_ms']:<7.0f} {tokens}")
+        for backend, kind in row["attempts"]:
+            typer.echo(f"{'':<21}  tried {backend}: {kind}")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,9 @@ from inferrelay import __version__
 from inferrelay.config.embedded import embedded_models
 from inferrelay.config.schema import Settings
 from inferrelay.engines.registry import EngineRegistry
+from inferrelay.observe.metrics import Live, LiveCollector, Metrics
+from inferrelay.observe.requestlog import RequestLog
+from inferrelay.observe.requests import Observer
 from inferrelay.routing.fallback import FallbackChain
 from inferrelay.routing.resolve import Resolver
 from inferrelay.routing.router import StepRouter
@@ -21,6 +24,7 @@ from inferrelay.runtime.pool import ModelPool
 from inferrelay.runtime.registry import ModelRegistry
 from inferrelay.server.errors import install_error_handlers
 from inferrelay.server.management_routes import router as management_router
+from inferrelay.server.metrics_routes import router as metrics_router
 from inferrelay.server.openai_routes import router as openai_router
 from inferrelay.server.relay import Relay
 from inferrelay.server.runtime_routes import router as runtime_router
@@ -36,14 +40,23 @@ def create_app(settings: Settings, registry: EngineRegistry | None = None) -> Fa
     book = DeploymentBook()
     step_router = StepRouter(settings, book=book, catalog=catalog)
     resolver = Resolver(settings, book, catalog=catalog)
-    relay = Relay(settings, registry, pool, chain, resolver, step_router, catalog)
+    runtime = settings.runtime
+    request_log = RequestLog(settings.home, runtime.request_log_retention) if runtime.request_log else None
+    observer = Observer(Metrics(), request_log)
+    relay = Relay(settings, registry, pool, chain, resolver, step_router, catalog, observer)
+    observer.metrics.registry.register(LiveCollector(lambda: live_state(relay)))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         background = [asyncio.create_task(step_router.watch_health()), asyncio.create_task(pool.reap_forever())]
+        if request_log is not None:
+            request_log.prune()
+            request_log.start()
         yield
         for task in background:
             task.cancel()
+        if request_log is not None:
+            await request_log.close()  # every answered request is in the log before the process exits
         await step_router.aclose()
         pool.close()
         models.close()
@@ -54,4 +67,16 @@ def create_app(settings: Settings, registry: EngineRegistry | None = None) -> Fa
     app.include_router(openai_router)
     app.include_router(management_router)
     app.include_router(runtime_router)
+    app.include_router(metrics_router)
     return app
+
+
+def live_state(relay: Relay) -> Live:
+    live = Live(running=relay.observer.running)
+    for name in relay.router.clients:
+        live.cooling_down[name] = relay.router.cooldowns.cooling(name)
+    for slot in relay.pool.loaded():
+        device = slot.placement.device
+        live.models_loaded[device] = live.models_loaded.get(device, 0) + 1
+        live.memory_held[device] = live.memory_held.get(device, 0) + slot.placement.charged_bytes
+    return live

@@ -7,6 +7,8 @@ model's engine chain, a remote step forwards the body to its provider.
 from __future__ import annotations
 
 import base64
+import contextlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +19,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from inferrelay.config.schema import ModelSpec
 from inferrelay.engines.base import Capability, EmbeddingModel, Embeddings, LoadedModel, Piece, TextModel
 from inferrelay.errors import ErrorKind, InferrelayError, classify
+from inferrelay.observe.requests import Tracked
 from inferrelay.providers.remote import RemoteClient
 from inferrelay.routing.batching import EMBED_BATCH, embed_sorted
 from inferrelay.routing.fallback import Served, attempts_header
@@ -35,8 +38,13 @@ router = APIRouter()
 PATHS = {Capability.CHAT: "chat/completions", Capability.COMPLETION: "completions", Capability.EMBEDDINGS: "embeddings"}
 
 
-def served_headers(served: Served[Any]) -> dict[str, str]:
+REQUEST_ID = "x-request-id"
+
+
+def served_headers(served: Served[Any], tracked: Tracked | None = None) -> dict[str, str]:
     headers = {"x-inferrelay-backend": served.backend, "x-inferrelay-attempts": attempts_header(served.attempts)}
+    if tracked is not None:
+        headers[REQUEST_ID] = tracked.request_id
     if served.remedies:
         headers["x-inferrelay-remediation"] = remediation.header(served.remedies)
     return headers
@@ -112,10 +120,30 @@ async def _route(
 
 async def generate(request: Request, body: ChatCompletionRequest | CompletionRequest, capability: Capability) -> Any:
     relay = relay_of(request)
+    observer = relay.observer
+    tracked = observer.begin(body.model, capability.value, body.stream, request.headers.get(REQUEST_ID))
+    try:
+        response = await _generate(relay, body, capability, tracked)
+    except Exception as exc:
+        observer.failed(tracked, classify(exc))
+        observer.finish(tracked)
+        raise
+    if not body.stream:
+        observer.finish(tracked)
+    return response
+
+
+async def _generate(
+    relay: Relay, body: ChatCompletionRequest | CompletionRequest, capability: Capability, tracked: Tracked
+) -> Any:
+    observer = relay.observer
     generation = body.to_generation()
     shape = ResponseShape(body.model, chat=capability is Capability.CHAT)
     forwarded = body.forwarded()
     path = PATHS[capability]
+
+    def last_piece(piece: Piece) -> None:
+        observer.usage(tracked, {"prompt_tokens": piece.prompt_tokens, "completion_tokens": piece.completion_tokens})
 
     if body.stream:
 
@@ -124,16 +152,20 @@ async def generate(request: Request, body: ChatCompletionRequest | CompletionReq
                 model: TextModel = _as(slot.model, TextModel)
                 pieces = slot.stream(lambda: model.stream(generation))
                 first = await anext(pieces)  # a failure before the first piece falls back
-                return OpenedStream(_local_events(shape, first, pieces, body.include_usage), pieces.aclose)
+                events = _local_events(shape, first, pieces, body.include_usage, last_piece)
+                return OpenedStream(events, pieces.aclose)
 
             return await relay.chain.serve(spec, capability, open_stream, body.keep_alive)
 
         async def remote_stream(client: RemoteClient, model: str) -> OpenedStream:
             upstream = await client.stream(path, forwarded, model, body.model)
-            return OpenedStream(_remote_events(upstream.first, upstream.rest), upstream.aclose)
+            events = _remote_events(upstream.first, upstream.rest, lambda usage: observer.usage(tracked, usage))
+            return OpenedStream(events, upstream.aclose)
 
         served = await _route(relay, body.model, capability, local_stream, remote_stream, forwarded)
-        return ClosingStreamingResponse(served.result, served_headers(served))
+        observer.served(tracked, served)
+        served.result.on_close(lambda: observer.finish(tracked))
+        return ClosingStreamingResponse(served.result, served_headers(served, tracked))
 
     async def local(spec: ModelSpec) -> Served[dict[str, Any]]:
         async def run(slot: LoadedSlot) -> dict[str, Any]:
@@ -146,11 +178,17 @@ async def generate(request: Request, body: ChatCompletionRequest | CompletionReq
         return await client.post(path, forwarded, model, body.model)
 
     served = await _route(relay, body.model, capability, local, remote, forwarded)
-    return JSONResponse(served.result, headers=served_headers(served))
+    observer.served(tracked, served)
+    observer.usage(tracked, served.result.get("usage"))
+    return JSONResponse(served.result, headers=served_headers(served, tracked))
 
 
 async def _local_events(
-    shape: ResponseShape, first: Piece, rest: AsyncIterator[Piece], include_usage: bool
+    shape: ResponseShape,
+    first: Piece,
+    rest: AsyncIterator[Piece],
+    include_usage: bool,
+    on_last: Callable[[Piece], None],
 ) -> AsyncIterator[str]:
     if shape.chat:
         yield sse_event(shape.chunk(None, role=True))
@@ -159,6 +197,7 @@ async def _local_events(
         if piece.text:
             yield sse_event(shape.chunk(piece.text))
         if piece.finish_reason:
+            on_last(piece)
             yield sse_event(shape.chunk(None, finish=piece.finish_reason))
             if include_usage:
                 yield sse_event(shape.usage_chunk(piece))
@@ -166,9 +205,15 @@ async def _local_events(
         piece = await anext(rest)
 
 
-async def _remote_events(first: str, rest: AsyncIterator[str]) -> AsyncIterator[str]:
+async def _remote_events(
+    first: str, rest: AsyncIterator[str], on_usage: Callable[[dict[str, Any]], None]
+) -> AsyncIterator[str]:
+    """The upstream's events as they come; a usage chunk (stream_options.include_usage) is counted."""
     yield first
     async for event in rest:
+        if '"usage": {' in event:
+            with contextlib.suppress(ValueError, AttributeError):
+                on_usage(json.loads(event.removeprefix("data: "))["usage"])
         yield event
 
 
@@ -185,6 +230,21 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
 @router.post("/v1/embeddings")
 async def embeddings(body: EmbeddingRequest, request: Request) -> JSONResponse:
     relay = relay_of(request)
+    observer = relay.observer
+    tracked = observer.begin(body.model, Capability.EMBEDDINGS.value, False, request.headers.get(REQUEST_ID))
+    try:
+        served = await _embeddings(relay, body)
+    except Exception as exc:
+        observer.failed(tracked, classify(exc))
+        observer.finish(tracked)
+        raise
+    observer.served(tracked, served)
+    observer.usage(tracked, served.result.get("usage"))
+    observer.finish(tracked)
+    return JSONResponse(served.result, headers=served_headers(served, tracked))
+
+
+async def _embeddings(relay: Relay, body: EmbeddingRequest) -> Served[dict[str, Any]]:
     texts = body.texts
 
     async def local(spec: ModelSpec) -> Served[dict[str, Any]]:
@@ -208,8 +268,7 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> JSONResponse:
     async def remote(client: RemoteClient, model: str) -> dict[str, Any]:
         return await client.post("embeddings", forwarded, model, body.model)
 
-    served = await _route(relay, body.model, Capability.EMBEDDINGS, local, remote, forwarded)
-    return JSONResponse(served.result, headers=served_headers(served))
+    return await _route(relay, body.model, Capability.EMBEDDINGS, local, remote, forwarded)
 
 
 async def embed_within_memory(pool: ModelPool, slot: LoadedSlot, texts: list[str]) -> Embeddings:

@@ -10,6 +10,7 @@ from inferrelay.config.schema import ModelSpec, Settings
 from inferrelay.engines.base import Capability
 from inferrelay.engines.registry import EngineRegistry
 from inferrelay.errors import ErrorKind, InferrelayError
+from inferrelay.observe.requests import Observer
 from inferrelay.routing.fallback import FallbackChain
 from inferrelay.routing.resolve import Resolver
 from inferrelay.routing.router import StepRouter
@@ -26,6 +27,7 @@ class Relay:
     resolver: Resolver
     router: StepRouter
     catalog: ModelCatalog
+    observer: Observer
 
     def check_capability(self, spec: ModelSpec, capability: Capability) -> None:
         """A local model asked for what it does not do is the caller's mistake."""

@@ -205,4 +205,18 @@ async def runtime_stats(request: Request) -> dict[str, Any]:
         "models": {spec.name: model_view(relay, spec, pool) for spec in specs if spec is not None},
         "remediation": remedies,
         "unclassified_errors": dict(UNCLASSIFIED),
+        "requests": await asyncio.to_thread(_request_aggregates, relay.settings.home),
     }
+
+
+def _request_aggregates(home: Path) -> list[dict[str, Any]]:
+    """From the request log: per model and backend, requests, errors, p50/p95 latency and tokens."""
+    from inferrelay.observe.queries import aggregate, open_log
+
+    db = open_log(home)
+    if db is None:
+        return []
+    try:
+        return aggregate(db)
+    finally:
+        db.close()

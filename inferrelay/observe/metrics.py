@@ -1,0 +1,103 @@
+"""Prometheus metrics at `GET /metrics`: vLLM's names and labels where they mean the same thing.
+
+Counters and histograms move as requests finish (`Metrics.request_done`);
+the state an operator watches (in-flight requests, cooldowns, loaded models
+and the memory they hold) is read live at each scrape by `LiveCollector`.
+docs/observability.md lists every metric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+PREFIX = "inferrelay:"
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
+
+
+@dataclass
+class Live:
+    """What the live gauges show, read at scrape time."""
+
+    running: int = 0
+    cooling_down: dict[str, bool] = field(default_factory=dict)
+    models_loaded: dict[str, int] = field(default_factory=dict)  # device -> models
+    memory_held: dict[str, int] = field(default_factory=dict)  # device -> bytes charged to the budget
+
+
+class LiveCollector(Collector):
+    def __init__(self, read: Callable[[], Live]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        live = self._read()
+        yield GaugeMetricFamily(f"{PREFIX}num_requests_running", "Requests being served now.", value=live.running)
+        cooling = GaugeMetricFamily(
+            f"{PREFIX}deployment_cooling_down", "1 while a deployment's circuit is open.", labels=["deployment"]
+        )
+        for name, state in sorted(live.cooling_down.items()):
+            cooling.add_metric([name], 1.0 if state else 0.0)
+        yield cooling
+        loaded = GaugeMetricFamily(f"{PREFIX}models_loaded", "Models loaded, per device.", labels=["device"])
+        held = GaugeMetricFamily(
+            f"{PREFIX}memory_held_bytes", "Memory charged to loaded models, per device.", labels=["device"]
+        )
+        for device in sorted(live.models_loaded):
+            loaded.add_metric([device], live.models_loaded[device])
+            held.add_metric([device], live.memory_held.get(device, 0))
+        yield loaded
+        yield held
+
+
+class Metrics:
+    def __init__(self, live: Callable[[], Live] | None = None) -> None:
+        self.registry = CollectorRegistry()
+        model_backend = ["model_name", "backend"]
+        self.requests = Counter(
+            f"{PREFIX}requests", "Requests finished, by outcome (success or the error kind).",
+            [*model_backend, "outcome"], registry=self.registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            f"{PREFIX}e2e_request_latency_seconds", "Request latency, from arrival to the last byte.",
+            model_backend, buckets=LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.ttft = Histogram(
+            f"{PREFIX}time_to_first_token_seconds", "Streamed requests: time to the first token.",
+            model_backend, buckets=TTFT_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.tpot = Histogram(
+            f"{PREFIX}time_per_output_token_seconds", "Streamed requests: time per output token after the first.",
+            model_backend, buckets=TPOT_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.prompt_tokens = Counter(
+            f"{PREFIX}prompt_tokens", "Prompt tokens processed.", model_backend, registry=self.registry
+        )
+        self.generation_tokens = Counter(
+            f"{PREFIX}generation_tokens", "Tokens generated.", model_backend, registry=self.registry
+        )
+        self.fallbacks = Counter(
+            f"{PREFIX}fallbacks", "A backend failed and the next one was tried.",
+            ["from_backend", "to_backend", "error_kind"], registry=self.registry,
+        )  # fmt: skip
+        self.retries = Counter(
+            f"{PREFIX}retries", "A backend failed and was tried again.", ["backend", "error_kind"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.remediations = Counter(
+            f"{PREFIX}remediations", "Remediation steps taken (docs/errors.md).", ["model_name", "step"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.batch_rows = Counter(
+            f"{PREFIX}batch_rows", "Batch job rows, by outcome (done or failed).", ["outcome"], registry=self.registry
+        )
+        if live is not None:
+            self.registry.register(LiveCollector(live))
+
+    def exposition(self) -> bytes:
+        return bytes(generate_latest(self.registry))

@@ -1,0 +1,100 @@
+"""Each request followed from arrival to its last byte: metrics when it finishes, and a row in the request log."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from inferrelay.errors import InferrelayError
+from inferrelay.observe.metrics import Metrics
+from inferrelay.observe.requestlog import LogRow, RequestLog
+from inferrelay.routing.fallback import Attempt, ChainFailed, Served
+from inferrelay.runtime.remediation import Remedy
+
+NO_BACKEND = "none"
+
+
+@dataclass
+class Tracked:
+    request_id: str
+    model: str
+    kind: str
+    stream: bool
+    at: float = field(default_factory=time.time)
+    started: float = field(default_factory=time.perf_counter)
+    backend: str | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    remedies: list[Remedy] = field(default_factory=list)
+    status: int = 200
+    outcome: str = "success"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    first_token_at: float | None = None
+    done: bool = False
+
+
+class Observer:
+    def __init__(self, metrics: Metrics, log: RequestLog | None) -> None:
+        self.metrics = metrics
+        self.log = log
+        self.running = 0
+
+    def begin(self, model: str, kind: str, stream: bool, request_id: str | None = None) -> Tracked:
+        self.running += 1
+        return Tracked(request_id or uuid.uuid4().hex, model, kind, stream)
+
+    def served(self, tracked: Tracked, served: Served[Any]) -> None:
+        tracked.backend, tracked.attempts, tracked.remedies = served.backend, served.attempts, served.remedies
+        if tracked.stream:
+            tracked.first_token_at = time.perf_counter()  # the stream's first event is ready: fallback is over
+
+    def usage(self, tracked: Tracked, usage: dict[str, Any] | None) -> None:
+        if usage:
+            tracked.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            tracked.completion_tokens = int(usage.get("completion_tokens") or 0)
+
+    def failed(self, tracked: Tracked, error: InferrelayError) -> None:
+        tracked.status, tracked.outcome = error.status, error.kind.value
+        if isinstance(error, ChainFailed):
+            tracked.attempts, tracked.remedies = error.attempts, error.remedies
+
+    def finish(self, tracked: Tracked) -> None:
+        """Once per request, when its last byte is sent (or it failed)."""
+        if tracked.done:
+            return
+        tracked.done = True
+        self.running -= 1
+        ended = time.perf_counter()
+        latency = ended - tracked.started
+        backend = tracked.backend or NO_BACKEND
+        labels = (tracked.model, backend)
+        m = self.metrics
+        m.requests.labels(*labels, tracked.outcome).inc()
+        m.latency.labels(*labels).observe(latency)
+        m.prompt_tokens.labels(*labels).inc(tracked.prompt_tokens)
+        m.generation_tokens.labels(*labels).inc(tracked.completion_tokens)
+        ttft = None
+        if tracked.first_token_at is not None:
+            ttft = tracked.first_token_at - tracked.started
+            m.ttft.labels(*labels).observe(ttft)
+            if tracked.completion_tokens > 1:
+                m.tpot.labels(*labels).observe((ended - tracked.first_token_at) / (tracked.completion_tokens - 1))
+        chain = [a.backend for a in tracked.attempts] + [tracked.backend or NO_BACKEND]
+        for attempt, next_backend in zip(tracked.attempts, chain[1:], strict=True):
+            if next_backend == attempt.backend:
+                m.retries.labels(attempt.backend, attempt.kind.value).inc()
+            else:
+                m.fallbacks.labels(attempt.backend, next_backend, attempt.kind.value).inc()
+        for remedy in tracked.remedies:
+            m.remediations.labels(remedy.model, remedy.step.value).inc()
+        if self.log is not None:
+            self.log.add(
+                LogRow(
+                    tracked.at, tracked.request_id, tracked.model, tracked.kind, tracked.stream, tracked.backend,
+                    tracked.status, tracked.outcome, [(a.backend, a.kind.value) for a in tracked.attempts],
+                    tracked.prompt_tokens, tracked.completion_tokens, latency * 1000,
+                    None if ttft is None else ttft * 1000,
+                )
+            )  # fmt: skip
