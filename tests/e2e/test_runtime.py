@@ -168,15 +168,29 @@ def test_a_budget_for_one_model_evicts_the_idle_one_and_never_the_pinned(start_s
     assert MINILM.name in view["events"][0]["detail"]
     server.stop()
 
-    (config / "model-mappings.yaml").write_text(runtime + f"models:\n  {SMOLLM2.name}: {{pinned: true}}\n")
+    pin = f"models:\n  {SMOLLM2.name}: {{pinned: true}}\n"
+    (config / "model-mappings.yaml").write_text(runtime + pin)
     pinned = start_server(home, "--config", str(config))
     assert chat(pinned, SMOLLM2.name).status_code == 200
-    refused = httpx.post(f"{pinned.url}/v1/embeddings", json={"model": MINILM.name, "input": ["hi"]}, timeout=300)
+    lowered = httpx.post(f"{pinned.url}/v1/embeddings", json={"model": MINILM.name, "input": ["hi"]}, timeout=300)
+    assert lowered.status_code == 200, lowered.text  # fp32 does not fit beside the pinned model; int8 does
+    assert lowered.headers["x-inferrelay-remediation"] == "local/onnx:lower_precision(float32 -> int8, to load)"
+    assert api(pinned, "GET", f"/models/{SMOLLM2.name}").json()["state"] == "loaded"
+    pinned.stop()
+
+    int8 = estimate_for(MINILM, "onnx", "int8")
+    assert int8 is not None
+    (config / "model-mappings.yaml").write_text(
+        f"runtime:\n  memory_budget: {{cpu: {smol.total + int8.total - 1}}}\n" + pin
+    )
+    cramped = start_server(home, "--config", str(config))
+    assert chat(cramped, SMOLLM2.name).status_code == 200
+    refused = httpx.post(f"{cramped.url}/v1/embeddings", json={"model": MINILM.name, "input": ["hi"]}, timeout=300)
     assert refused.status_code == 503
     assert "out_of_memory" in refused.headers["x-inferrelay-attempts"]
     assert f"held by: {SMOLLM2.name} on llamacpp" in refused.json()["error"]["message"]
     assert "pinned" in refused.json()["error"]["message"]
-    assert api(pinned, "GET", f"/models/{SMOLLM2.name}").json()["state"] == "loaded"
+    assert api(cramped, "GET", f"/models/{SMOLLM2.name}").json()["state"] == "loaded"
 
 
 def test_keep_alive_zero_unloads_after_the_request_and_a_short_one_expires(start_server: Any, home: Path) -> None:
