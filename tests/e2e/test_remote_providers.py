@@ -24,6 +24,7 @@ def front_config(tmp_path: Path, upstream_url: str, health_interval_s: float = 0
         "    type: openai_compatible\n"
         f"    base_url: {upstream_url}/v1\n"
         "    max_retries: 1\n"
+        "    cooldown_s: 300\n"  # longer than any request here, however loaded the machine
         f"    health_interval_s: {health_interval_s}\n"
         "    timeouts: {connect_s: 2, read_s: 60}\n"
         "    models: [smollm2-135m-instruct, all-minilm-l6-v2]\n"
