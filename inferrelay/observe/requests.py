@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inferrelay.errors import InferrelayError
+from inferrelay.observe import tracing
 from inferrelay.observe.metrics import Metrics
 from inferrelay.observe.requestlog import LogRow, RequestLog
 from inferrelay.routing.fallback import Attempt, ChainFailed, Served
@@ -33,6 +34,7 @@ class Tracked:
     completion_tokens: int = 0
     first_token_at: float | None = None
     done: bool = False
+    span: Any = None  # the request's trace span, when tracing is on
 
 
 class Observer:
@@ -43,7 +45,11 @@ class Observer:
 
     def begin(self, model: str, kind: str, stream: bool, request_id: str | None = None) -> Tracked:
         self.running += 1
-        return Tracked(request_id or uuid.uuid4().hex, model, kind, stream)
+        tracked = Tracked(request_id or uuid.uuid4().hex, model, kind, stream)
+        tracked.span = tracing.start(
+            f"{kind} {model}", **{"inferrelay.request_id": tracked.request_id, "inferrelay.model": model}
+        )
+        return tracked
 
     def served(self, tracked: Tracked, served: Served[Any]) -> None:
         tracked.backend, tracked.attempts, tracked.remedies = served.backend, served.attempts, served.remedies
@@ -57,6 +63,7 @@ class Observer:
 
     def failed(self, tracked: Tracked, error: InferrelayError) -> None:
         tracked.status, tracked.outcome = error.status, error.kind.value
+        tracing.failed(tracked.span, error.kind.value, error.message)
         if isinstance(error, ChainFailed):
             tracked.attempts, tracked.remedies = error.attempts, error.remedies
 
@@ -89,6 +96,16 @@ class Observer:
                 m.fallbacks.labels(attempt.backend, next_backend, attempt.kind.value).inc()
         for remedy in tracked.remedies:
             m.remediations.labels(remedy.model, remedy.step.value).inc()
+        tracing.end(
+            tracked.span,
+            **{
+                "inferrelay.backend": backend,
+                "inferrelay.outcome": tracked.outcome,
+                "http.response.status_code": tracked.status,
+                "gen_ai.usage.input_tokens": tracked.prompt_tokens,
+                "gen_ai.usage.output_tokens": tracked.completion_tokens,
+            },
+        )
         if self.log is not None:
             self.log.add(
                 LogRow(

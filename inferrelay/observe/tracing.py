@@ -28,16 +28,18 @@ def wanted() -> bool:
 
 
 def configure(exporter: Any = None) -> bool:
-    """Turn tracing on with `exporter` (tests pass an in-memory one), or as the OTEL_* variables say."""
+    """Turn tracing on with `exporter` (tests pass an in-memory one), or as the OTEL_* variables say;
+    without an exporter, tracing already on stays as it is."""
     global _tracer
-    if exporter is None and not wanted():
-        _tracer = None
-        return False
+    if exporter is None and (_tracer is not None or not wanted()):
+        return _tracer is not None
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor
 
-    provider = TracerProvider(resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "inferrelay")}))
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "inferrelay")})
+    )
     if exporter is not None:
         provider.add_span_processor(SimpleSpanProcessor(exporter))
     elif os.environ.get("OTEL_TRACES_EXPORTER", "").lower() == "console":
@@ -48,6 +50,12 @@ def configure(exporter: Any = None) -> bool:
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     _tracer = provider.get_tracer("inferrelay")
     return True
+
+
+def reset() -> None:
+    """Tracing off (tests)."""
+    global _tracer
+    _tracer = None
 
 
 def enabled() -> bool:

@@ -22,6 +22,7 @@ from yarl import URL
 
 from inferrelay.config.providers import RemoteProvider
 from inferrelay.errors import ErrorKind, InferrelayError
+from inferrelay.observe import tracing
 
 JSON = {"content-type": "application/json"}
 
@@ -74,7 +75,7 @@ class RemoteClient:
     async def post(self, path: str, body: dict[str, Any], model: str, requested: str) -> dict[str, Any]:
         data = json.dumps({**body, "model": model})
         try:
-            async with self._http().post(self._url(path), data=data, headers=JSON) as response:
+            async with self._http().post(self._url(path), data=data, headers=tracing.inject(dict(JSON))) as response:
                 content = await response.read()
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
             raise classify_http(self.name, exc) from exc
@@ -92,7 +93,7 @@ class RemoteClient:
     async def stream(self, path: str, body: dict[str, Any], model: str, requested: str) -> UpstreamStream:
         data = json.dumps({**body, "model": model})
         try:
-            response = await self._http().post(self._url(path), data=data, headers=JSON)
+            response = await self._http().post(self._url(path), data=data, headers=tracing.inject(dict(JSON)))
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
             raise classify_http(self.name, exc) from exc
         if response.status >= 400:

@@ -10,6 +10,7 @@ from inferrelay.config.schema import ModelSpec, Settings
 from inferrelay.engines.base import Capability, Engine
 from inferrelay.engines.registry import EngineRegistry
 from inferrelay.errors import ErrorKind, InferrelayError, classify
+from inferrelay.observe import tracing
 from inferrelay.runtime.pool import LoadedSlot, ModelPool, RememberedLoadFailure
 from inferrelay.runtime.remediation import Remedy, Step, ladder, lower_precision, record, recording
 
@@ -111,6 +112,23 @@ class FallbackChain:
         retry_now: bool,
     ) -> Served[T] | InferrelayError:
         """One engine's try: its answer, or the error it failed with (recorded in `attempts`)."""
+        backend = f"local/{name}"
+        with tracing.span("attempt", **{"inferrelay.backend": backend, "inferrelay.model": spec.name}) as span:
+            outcome = await self._attempt_traced(name, spec, capability, action, attempts, keep_alive, retry_now)
+            if isinstance(outcome, InferrelayError):
+                tracing.failed(span, outcome.kind.value, outcome.message)
+            return outcome
+
+    async def _attempt_traced(
+        self,
+        name: str,
+        spec: ModelSpec,
+        capability: Capability,
+        action: Callable[[LoadedSlot], Awaitable[T]],
+        attempts: list[Attempt],
+        keep_alive: float | None,
+        retry_now: bool,
+    ) -> Served[T] | InferrelayError:
         backend = f"local/{name}"
         try:
             engine = self._usable_engine(name, capability)

@@ -16,6 +16,7 @@ from inferrelay.config.providers import LOCAL, RemoteProvider
 from inferrelay.config.schema import ModelSpec, Settings
 from inferrelay.engines.base import utcnow
 from inferrelay.errors import ErrorKind, InferrelayError, classify
+from inferrelay.observe import tracing
 from inferrelay.providers.remote import RemoteClient
 from inferrelay.routing.cooldown import CooldownTracker
 from inferrelay.routing.fallback import Attempt, ChainFailed, Served
@@ -209,7 +210,8 @@ class StepRouter:
         for attempt in range(config.max_retries + 1):
             started = stats.started()
             try:
-                result = await remote(client, step.model)
+                with tracing.span("attempt", **{"inferrelay.backend": step.provider, "inferrelay.model": step.model}):
+                    result = await remote(client, step.model)
             except Exception as exc:
                 error = classify(exc)
                 stats.finished(started, f"{error.kind.value}: {error.message}")

@@ -21,6 +21,7 @@ from inferrelay.config.schema import ModelSpec
 from inferrelay.engines.base import Engine, utcnow
 from inferrelay.engines.devices import pick_device, pick_dtype
 from inferrelay.errors import ErrorKind, InferrelayError, classify
+from inferrelay.observe import tracing
 from inferrelay.runtime.eviction import choose_victims, holders
 from inferrelay.runtime.memory import available_bytes, format_bytes, process_rss, release_freed
 from inferrelay.runtime.placement import Planned, plan_load
@@ -136,6 +137,15 @@ class ModelPool:
 
     async def _load_on(self, spec: ModelSpec, engine: Engine, planned: Planned) -> LoadedSlot:
         """Load, measuring what it adds; out of GPU memory, load again on the CPU."""
+        attributes = {
+            "inferrelay.model": spec.name,
+            "inferrelay.engine": engine.name,
+            "inferrelay.device": planned.device,
+        }
+        with tracing.span("model.load", **attributes, **{"inferrelay.dtype": planned.dtype}):
+            return await self._load_or_cpu(spec, engine, planned)
+
+    async def _load_or_cpu(self, spec: ModelSpec, engine: Engine, planned: Planned) -> LoadedSlot:
         try:
             return await asyncio.to_thread(self._measured_load, spec, engine, planned)
         except Exception as exc:

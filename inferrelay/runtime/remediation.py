@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from inferrelay.errors import ErrorKind
+from inferrelay.observe import tracing
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,10 @@ def record(model: str, backend: str, step: Step, detail: str) -> Remedy:
     if taken is not None:
         taken.append(remedy)
     TAKEN[(model, step.value)] += 1
+    if tracing.enabled():
+        from opentelemetry import trace
+
+        trace.get_current_span().add_event("remediation", {"step": step.value, "backend": backend, "detail": detail})
     log.warning("remediation for %s on %s: %s (%s)", model, backend, step.value, detail)
     return remedy
 

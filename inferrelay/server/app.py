@@ -12,6 +12,7 @@ from inferrelay import __version__
 from inferrelay.config.embedded import embedded_models
 from inferrelay.config.schema import Settings
 from inferrelay.engines.registry import EngineRegistry
+from inferrelay.observe import tracing
 from inferrelay.observe.metrics import Live, LiveCollector, Metrics
 from inferrelay.observe.requestlog import RequestLog
 from inferrelay.observe.requests import Observer
@@ -32,6 +33,7 @@ from inferrelay.server.runtime_routes import router as runtime_router
 
 def create_app(settings: Settings, registry: EngineRegistry | None = None) -> FastAPI:
     registry = registry or EngineRegistry.discover()
+    tracing.configure()  # on only when the OTEL_* variables ask for it
     models = ModelRegistry(settings.home)
     models.seed(embedded_models())
     catalog = ModelCatalog(settings.models, models)

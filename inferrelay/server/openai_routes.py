@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from inferrelay.config.schema import ModelSpec
 from inferrelay.engines.base import Capability, EmbeddingModel, Embeddings, LoadedModel, Piece, TextModel
 from inferrelay.errors import ErrorKind, InferrelayError, classify
+from inferrelay.observe import tracing
 from inferrelay.observe.requests import Tracked
 from inferrelay.providers.remote import RemoteClient
 from inferrelay.routing.batching import EMBED_BATCH, embed_sorted
@@ -123,7 +124,8 @@ async def generate(request: Request, body: ChatCompletionRequest | CompletionReq
     observer = relay.observer
     tracked = observer.begin(body.model, capability.value, body.stream, request.headers.get(REQUEST_ID))
     try:
-        response = await _generate(relay, body, capability, tracked)
+        with tracing.within(tracked.span):
+            response = await _generate(relay, body, capability, tracked)
     except Exception as exc:
         observer.failed(tracked, classify(exc))
         observer.finish(tracked)
@@ -233,7 +235,8 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> JSONResponse:
     observer = relay.observer
     tracked = observer.begin(body.model, Capability.EMBEDDINGS.value, False, request.headers.get(REQUEST_ID))
     try:
-        served = await _embeddings(relay, body)
+        with tracing.within(tracked.span):
+            served = await _embeddings(relay, body)
     except Exception as exc:
         observer.failed(tracked, classify(exc))
         observer.finish(tracked)
