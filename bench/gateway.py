@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
@@ -106,6 +106,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=600)
     parser.add_argument("--skip-litellm", action="store_true")
+    parser.add_argument(
+        "--observability", action="store_true",
+        help="also inferrelay without metrics and request log, and with OTLP tracing on (to the upstream as sink)",
+    )  # fmt: skip
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="inferrelay-gateway-"))
     up, relay, lite = free_port(), free_port(), free_port()
@@ -133,12 +137,31 @@ def main() -> None:
             with (
                 process(litellm_command, f"http://127.0.0.1:{lite}/health/liveliness")
                 if litellm_command
-                else _nothing()
+                else _nothing(),
+                ExitStack() as variants,
             ):
+                if args.observability:
+                    targets |= observability_variants(variants, work, up)
                 for name, port in targets.items():
                     url = f"http://127.0.0.1:{port}/v1/chat/completions"
                     results[name] = {c: asyncio.run(load(url, args.requests, c)) for c in (1, 16)}
     report(results)
+
+
+def observability_variants(stack: ExitStack, work: Path, up: int) -> dict[str, int]:
+    """inferrelay with metrics and the request log off, and with tracing on, each its own process."""
+    bare = work / "bare"
+    bare.mkdir()
+    (bare / "providers.yaml").write_text((work / "providers.yaml").read_text())
+    mappings = (work / "model-mappings.yaml").read_text()
+    (bare / "model-mappings.yaml").write_text(mappings + "runtime:\n  metrics: false\n  request_log: false\n")
+    ports = {"inferrelay-bare": free_port(), "inferrelay-tracing": free_port()}
+    otlp = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{up}", "OTEL_SERVICE_NAME": "inferrelay-bench"}
+    for name, folder, env in (("inferrelay-bare", bare, None), ("inferrelay-tracing", work, otlp)):
+        port = ports[name]
+        command = [sys.executable, "-m", "inferrelay.cli", "serve", "--config", str(folder), "--port", str(port)]
+        stack.enter_context(process([*command, "--log-level", "warning"], f"http://127.0.0.1:{port}/health", env))
+    return ports
 
 
 @contextmanager
@@ -158,6 +181,16 @@ def report(results: dict[str, dict[int, dict[str, float]]]) -> None:
             ratio = r["rps"] / direct[concurrency]["rps"]
             figures = f"{r['rps']:.0f} | {r['median_ms']:.2f} | {r['p95_ms']:.2f} | {added:.2f} | {ratio:.2f}"
             rows.append(f"| {name} | {concurrency} | {figures} |")
+    if "inferrelay-bare" in results:
+        for concurrency in (1, 16):
+            bare = results["inferrelay-bare"][concurrency]
+            for name in ("inferrelay", "inferrelay-tracing"):
+                r = results[name][concurrency]
+                ratio, added = r["rps"] / bare["rps"], r["median_ms"] - bare["median_ms"]
+                rows.append(
+                    f"\n{name} vs inferrelay-bare at concurrency {concurrency}: "
+                    f"throughput {ratio:.3f}x, median {added:+.3f} ms"
+                )
     if "litellm" in results:
         for concurrency in (1, 16):
             ratio = results["inferrelay"][concurrency]["rps"] / results["litellm"][concurrency]["rps"]

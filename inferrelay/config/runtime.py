@@ -28,6 +28,7 @@ class RuntimeSettings(Strict):
         description="a load must also fit in this fraction of the memory the device has free now",
     )
     keep_alive: Duration = Field(default=300.0, description="the default idle time before a model is unloaded")
+    metrics: bool = Field(default=True, description="Prometheus metrics at GET /metrics")
     request_log: bool = Field(default=True, description="one row per request in $INFERRELAY_HOME/requests.sqlite3")
     request_log_retention: Duration = Field(default=7 * 86400.0, description="rows older than this are deleted")
 

@@ -38,7 +38,7 @@ class Tracked:
 
 
 class Observer:
-    def __init__(self, metrics: Metrics, log: RequestLog | None) -> None:
+    def __init__(self, metrics: Metrics | None, log: RequestLog | None) -> None:
         self.metrics = metrics
         self.log = log
         self.running = 0
@@ -76,26 +76,9 @@ class Observer:
         ended = time.perf_counter()
         latency = ended - tracked.started
         backend = tracked.backend or NO_BACKEND
-        labels = (tracked.model, backend)
-        m = self.metrics
-        m.requests.labels(*labels, tracked.outcome).inc()
-        m.latency.labels(*labels).observe(latency)
-        m.prompt_tokens.labels(*labels).inc(tracked.prompt_tokens)
-        m.generation_tokens.labels(*labels).inc(tracked.completion_tokens)
-        ttft = None
-        if tracked.first_token_at is not None:
-            ttft = tracked.first_token_at - tracked.started
-            m.ttft.labels(*labels).observe(ttft)
-            if tracked.completion_tokens > 1:
-                m.tpot.labels(*labels).observe((ended - tracked.first_token_at) / (tracked.completion_tokens - 1))
-        chain = [a.backend for a in tracked.attempts] + [tracked.backend or NO_BACKEND]
-        for attempt, next_backend in zip(tracked.attempts, chain[1:], strict=True):
-            if next_backend == attempt.backend:
-                m.retries.labels(attempt.backend, attempt.kind.value).inc()
-            else:
-                m.fallbacks.labels(attempt.backend, next_backend, attempt.kind.value).inc()
-        for remedy in tracked.remedies:
-            m.remediations.labels(remedy.model, remedy.step.value).inc()
+        ttft = None if tracked.first_token_at is None else tracked.first_token_at - tracked.started
+        if self.metrics is not None:
+            self._count(tracked, self.metrics, latency, ttft, ended)
         tracing.end(
             tracked.span,
             **{
@@ -115,3 +98,22 @@ class Observer:
                     None if ttft is None else ttft * 1000,
                 )
             )  # fmt: skip
+
+    def _count(self, tracked: Tracked, m: Metrics, latency: float, ttft: float | None, ended: float) -> None:
+        labels = (tracked.model, tracked.backend or NO_BACKEND)
+        m.requests.labels(*labels, tracked.outcome).inc()
+        m.latency.labels(*labels).observe(latency)
+        m.prompt_tokens.labels(*labels).inc(tracked.prompt_tokens)
+        m.generation_tokens.labels(*labels).inc(tracked.completion_tokens)
+        if ttft is not None and tracked.first_token_at is not None:
+            m.ttft.labels(*labels).observe(ttft)
+            if tracked.completion_tokens > 1:
+                m.tpot.labels(*labels).observe((ended - tracked.first_token_at) / (tracked.completion_tokens - 1))
+        chain = [a.backend for a in tracked.attempts] + [tracked.backend or NO_BACKEND]
+        for attempt, next_backend in zip(tracked.attempts, chain[1:], strict=True):
+            if next_backend == attempt.backend:
+                m.retries.labels(attempt.backend, attempt.kind.value).inc()
+            else:
+                m.fallbacks.labels(attempt.backend, next_backend, attempt.kind.value).inc()
+        for remedy in tracked.remedies:
+            m.remediations.labels(remedy.model, remedy.step.value).inc()

@@ -44,9 +44,11 @@ def create_app(settings: Settings, registry: EngineRegistry | None = None) -> Fa
     resolver = Resolver(settings, book, catalog=catalog)
     runtime = settings.runtime
     request_log = RequestLog(settings.home, runtime.request_log_retention) if runtime.request_log else None
-    observer = Observer(Metrics(), request_log)
+    metrics = Metrics() if runtime.metrics else None
+    observer = Observer(metrics, request_log)
     relay = Relay(settings, registry, pool, chain, resolver, step_router, catalog, observer)
-    observer.metrics.registry.register(LiveCollector(lambda: live_state(relay)))
+    if metrics is not None:
+        metrics.registry.register(LiveCollector(lambda: live_state(relay)))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

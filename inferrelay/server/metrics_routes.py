@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from inferrelay.errors import ErrorKind, InferrelayError
 from inferrelay.server.relay import relay_of
 
 router = APIRouter()
@@ -13,4 +14,7 @@ router = APIRouter()
 
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
-    return Response(relay_of(request).observer.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+    exposed = relay_of(request).observer.metrics
+    if exposed is None:
+        raise InferrelayError(ErrorKind.NOT_FOUND, "metrics are off (runtime.metrics: false)")
+    return Response(exposed.exposition(), media_type=CONTENT_TYPE_LATEST)
