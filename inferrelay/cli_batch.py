@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from inferrelay.batch.coordinator import Summary
     from inferrelay.batch.job import BatchJob
     from inferrelay.batch.pools import Pool
+    from inferrelay.batch.progress import Progress
+    from inferrelay.observe.metrics import Metrics
 
 batch_app = typer.Typer(help="Batch jobs that survive crashes and resume where they stopped.", no_args_is_help=True)
 
@@ -44,6 +46,10 @@ Dtype = Annotated[
 Restart = Annotated[bool, typer.Option(help="Start over even if OUTDIR holds another job.")]
 Config = Annotated[Optional[Path], typer.Option(help="Configuration directory.")]  # noqa: UP045
 ProgressOption = Annotated[bool, typer.Option(help="A progress bar on a terminal, log lines otherwise.")]
+MetricsPort = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option(min=1, max=65535, help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics while the job runs."),
+]
 
 
 @batch_app.command("embed")
@@ -64,6 +70,7 @@ def embed(
     restart: Restart = False,
     config: Config = None,
     progress: ProgressOption = True,
+    metrics_port: MetricsPort = None,
 ) -> None:
     """Embed every row; run the same command again to resume after a crash or Ctrl-C."""
     from inferrelay.batch.job import BatchJob
@@ -72,7 +79,7 @@ def embed(
         "embed", input, output, model, _home(), config, text_column, id_column, engine, dtype,
         batch_size, shard_size, checkpoint_every, max_retries,
     )  # fmt: skip
-    _run(job, workers, backend, restart, progress)
+    _run(job, workers, backend, restart, progress, metrics_port)
 
 
 @batch_app.command("generate")
@@ -100,6 +107,7 @@ def generate(
     restart: Restart = False,
     config: Config = None,
     progress: ProgressOption = True,
+    metrics_port: MetricsPort = None,
 ) -> None:
     """Generate an answer for every row: its text and token counts. Run it again to resume."""
     from inferrelay.batch.inputs import pick_text_column
@@ -114,7 +122,7 @@ def generate(
         "generate", input, output, model, _home(), config, column, id_column, engine, dtype,
         batch_size, shard_size, checkpoint_every, max_retries, Generation(max_tokens, temperature, top_p, seed),
     )  # fmt: skip
-    _run(job, workers, backend, restart, progress)
+    _run(job, workers, backend, restart, progress, metrics_port)
 
 
 def _home() -> Path:
@@ -123,7 +131,9 @@ def _home() -> Path:
     return default_home()
 
 
-def _run(job: BatchJob, workers: int | None, backend: Backend, restart: bool, progress: bool) -> None:
+def _run(
+    job: BatchJob, workers: int | None, backend: Backend, restart: bool, progress: bool, metrics_port: int | None
+) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     from inferrelay.batch.coordinator import Stop, run_job
@@ -135,9 +145,11 @@ def _run(job: BatchJob, workers: int | None, backend: Backend, restart: bool, pr
 
     stop = Stop()
     stop.install()
+    shown = Progress(enabled=progress)
+    metrics = _serve_metrics(metrics_port, shown) if metrics_port else None
     try:
         load_settings(job.config, job.home)  # a broken config is reported before any worker starts
-        summary = run_job(job, lambda: _pool(job, workers, backend), restart, stop, Progress(enabled=progress))
+        summary = run_job(job, lambda: _pool(job, workers, backend), restart, stop, shown, metrics)
     except ConfigError as exc:
         typer.echo("\n".join(f"config error: {p}" for p in exc.problems), err=True)
         raise typer.Exit(2) from None
@@ -151,6 +163,23 @@ def _run(job: BatchJob, workers: int | None, backend: Backend, restart: bool, pr
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     _report(summary)
+
+
+def _serve_metrics(port: int, progress: Progress) -> Metrics:
+    """The job's counters, and its progress as gauges, on 127.0.0.1:PORT/metrics until the command exits."""
+    from prometheus_client import start_http_server
+
+    from inferrelay.batch.progress import ProgressCollector
+    from inferrelay.observe.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.registry.register(ProgressCollector(progress))
+    try:
+        start_http_server(port, addr="127.0.0.1", registry=metrics.registry)
+    except OSError as exc:
+        typer.echo(f"error: --metrics-port {port}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    return metrics
 
 
 def _pool(job: BatchJob, workers: int | None, backend: Backend) -> Pool:

@@ -28,6 +28,7 @@ from inferrelay.batch.manifest import Manifest, ShardState, check_compatible
 from inferrelay.batch.pools import ChunkDone, Pool, WorkerDied
 from inferrelay.batch.progress import Progress
 from inferrelay.batch.work import Chunk, input_length
+from inferrelay.observe.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +100,18 @@ class _Shard:
 
 
 class Coordinator:
-    def __init__(self, job: BatchJob, manifest: Manifest, rows: pa.Table, pool: Pool, stop: Stop, progress: Progress):
+    def __init__(
+        self,
+        job: BatchJob,
+        manifest: Manifest,
+        rows: pa.Table,
+        pool: Pool,
+        stop: Stop,
+        progress: Progress,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.job, self.manifest, self.rows, self.pool = job, manifest, rows, pool
-        self.stop, self.progress = stop, progress
+        self.stop, self.progress, self.metrics = stop, progress, metrics
         self.summary = Summary(rows=manifest.total_rows)
         self.active: dict[int, _Shard] = {}
 
@@ -166,6 +176,8 @@ class Coordinator:
         self.manifest.save(self.job.outdir)
         self.summary.rows_computed += event.record.rows
         self.progress.advance(event.record.rows)
+        if self.metrics is not None:
+            self.metrics.batch_rows.labels("done").inc(event.record.rows)
         if shard.state.rows_done == shard.state.stop - shard.state.start:
             self._close(shard.state)
         elif self.stop.requested:
@@ -187,6 +199,8 @@ class Coordinator:
             state.state = "failed"
             self.summary.failed.append(f"shard {state.index}: {error}")
             self.progress.shard_failed()
+            if self.metrics is not None:
+                self.metrics.batch_rows.labels("failed").inc(state.stop - state.start - state.rows_done)
             log.error("shard %d failed after %d attempts: %s", state.index, state.attempts, error)
         else:
             state.state = "pending"
@@ -202,11 +216,13 @@ def run_job(
     restart: bool = False,
     stop: Stop | None = None,
     progress: Progress | None = None,
+    metrics: Metrics | None = None,
 ) -> Summary:
     """Run or resume `job`; the workers start (and load the model) only once the manifest accepts the job."""
     manifest, rows = open_manifest(job, restart)
     pool = make_pool()
     try:
-        return Coordinator(job, manifest, rows, pool, stop or Stop(), progress or Progress(enabled=False)).run()
+        progress = progress or Progress(enabled=False)
+        return Coordinator(job, manifest, rows, pool, stop or Stop(), progress, metrics).run()
     finally:
         pool.close()

@@ -64,9 +64,14 @@ class Progress:
         self._logged = now
         log.info("%s", self.line())
 
-    def line(self) -> str:
+    @property
+    def rate(self) -> float:
+        """Rows computed per second since the job (or its resume) began."""
         elapsed = time.monotonic() - self._started
-        rate = self.computed / elapsed if elapsed > 0 else 0.0
+        return self.computed / elapsed if elapsed > 0 else 0.0
+
+    def line(self) -> str:
+        rate = self.rate
         left = self.total - self.done
         eta = f"{left / rate:.0f} s" if rate > 0 else "unknown"
         share = 100 * self.done / self.total if self.total else 100.0
@@ -83,3 +88,23 @@ class Progress:
     def _postfix(self) -> None:
         if self._tqdm is not None:
             self._tqdm.set_postfix_str(self._shards())
+
+
+class ProgressCollector:
+    """The job's progress as gauges for `--metrics-port`: rows total and done, shards by state, rows/s."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+
+    def collect(self) -> Any:
+        from prometheus_client.core import GaugeMetricFamily
+
+        p = self._progress
+        yield GaugeMetricFamily("inferrelay:batch_rows_in_job", "Rows of the job's input.", value=p.total)
+        yield GaugeMetricFamily("inferrelay:batch_rows_checkpointed", "Rows durably written.", value=p.done)
+        shards = GaugeMetricFamily("inferrelay:batch_shards", "The job's shards, by state.", labels=["state"])
+        shards.add_metric(["done"], p.shards_done)
+        shards.add_metric(["failed"], p.shards_failed)
+        shards.add_metric(["other"], p.shards - p.shards_done - p.shards_failed)
+        yield shards
+        yield GaugeMetricFamily("inferrelay:batch_rows_per_second", "Rows computed per second so far.", value=p.rate)

@@ -170,3 +170,39 @@ def test_every_answered_request_is_in_the_log_after_sigterm_under_load(start_ser
     )  # fmt: skip
     logged = {row["request_id"] for row in json.loads(logs.stdout) if row["outcome"] == "success"}
     assert set(answered) <= logged
+
+
+def test_a_batch_job_shows_its_metrics_on_a_port_while_it_runs(test_home: Path, tmp_path: Path) -> None:
+    from tests.conftest import free_port
+    from tests.e2e.test_batch import batch, rows_done, sentences, write_input
+
+    source = write_input(tmp_path / "in.jsonl", sentences(600))
+    port = free_port()
+    out = tmp_path / "out"
+    options = ["--shard-size", "200", "--batch-size", "16", "--checkpoint-every", "1", "--metrics-port", str(port)]
+    process = batch(test_home, str(source), "-o", str(out), *options)
+    seen: dict[Any, float] = {}
+    deadline = time.monotonic() + 300
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        except httpx.HTTPError:
+            time.sleep(0.05)
+            continue
+        samples = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        if value(samples, "inferrelay:batch_rows_checkpointed") > 0:
+            seen = samples
+            break
+        time.sleep(0.05)
+    process.communicate(timeout=300)
+    assert process.returncode == 0
+    assert seen, "the metrics port never showed a checkpointed row"
+    assert value(seen, "inferrelay:batch_rows_in_job") == 600
+    done = value(seen, "inferrelay:batch_rows_total", outcome="done")
+    checkpointed = value(seen, "inferrelay:batch_rows_checkpointed")
+    assert 0 < checkpointed <= 600
+    assert checkpointed - 16 <= done <= checkpointed  # one scrape may fall between the two updates of a chunk
+    assert rows_done(out) == 600
