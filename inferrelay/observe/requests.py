@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inferrelay.errors import InferrelayError
-from inferrelay.observe import tracing
+from inferrelay.observe import context, tracing
 from inferrelay.observe.metrics import Metrics
 from inferrelay.observe.requestlog import LogRow, RequestLog
 from inferrelay.routing.fallback import Attempt, ChainFailed, Served
@@ -46,6 +46,7 @@ class Observer:
     def begin(self, model: str, kind: str, stream: bool, request_id: str | None = None) -> Tracked:
         self.running += 1
         tracked = Tracked(request_id or uuid.uuid4().hex, model, kind, stream)
+        context.request_id.set(tracked.request_id)  # for this request's task: sent on to providers
         tracked.span = tracing.start(
             f"{kind} {model}", **{"inferrelay.request_id": tracked.request_id, "inferrelay.model": model}
         )

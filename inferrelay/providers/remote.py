@@ -23,6 +23,7 @@ from yarl import URL
 from inferrelay.config.providers import RemoteProvider
 from inferrelay.errors import ErrorKind, InferrelayError
 from inferrelay.observe import tracing
+from inferrelay.observe.context import upstream_headers
 
 JSON = {"content-type": "application/json"}
 
@@ -75,7 +76,9 @@ class RemoteClient:
     async def post(self, path: str, body: dict[str, Any], model: str, requested: str) -> dict[str, Any]:
         data = json.dumps({**body, "model": model})
         try:
-            async with self._http().post(self._url(path), data=data, headers=tracing.inject(dict(JSON))) as response:
+            async with self._http().post(
+                self._url(path), data=data, headers=tracing.inject(upstream_headers(JSON))
+            ) as response:
                 content = await response.read()
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
             raise classify_http(self.name, exc) from exc
@@ -93,7 +96,9 @@ class RemoteClient:
     async def stream(self, path: str, body: dict[str, Any], model: str, requested: str) -> UpstreamStream:
         data = json.dumps({**body, "model": model})
         try:
-            response = await self._http().post(self._url(path), data=data, headers=tracing.inject(dict(JSON)))
+            response = await self._http().post(
+                self._url(path), data=data, headers=tracing.inject(upstream_headers(JSON))
+            )
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
             raise classify_http(self.name, exc) from exc
         if response.status >= 400:

@@ -20,6 +20,7 @@ from inferrelay.config.schema import ModelSpec
 from inferrelay.engines.base import Capability, EmbeddingModel, Embeddings, LoadedModel, Piece, TextModel
 from inferrelay.errors import ErrorKind, InferrelayError, classify
 from inferrelay.observe import tracing
+from inferrelay.observe.context import REQUEST_ID_HEADER
 from inferrelay.observe.requests import Tracked
 from inferrelay.providers.remote import RemoteClient
 from inferrelay.routing.batching import EMBED_BATCH, embed_sorted
@@ -39,7 +40,7 @@ router = APIRouter()
 PATHS = {Capability.CHAT: "chat/completions", Capability.COMPLETION: "completions", Capability.EMBEDDINGS: "embeddings"}
 
 
-REQUEST_ID = "x-request-id"
+REQUEST_ID = REQUEST_ID_HEADER
 
 
 def served_headers(served: Served[Any], tracked: Tracked | None = None) -> dict[str, str]:

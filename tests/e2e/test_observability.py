@@ -206,3 +206,23 @@ def test_a_batch_job_shows_its_metrics_on_a_port_while_it_runs(test_home: Path, 
     assert 0 < checkpointed <= 600
     assert checkpointed - 16 <= done <= checkpointed  # one scrape may fall between the two updates of a chunk
     assert rows_done(out) == 600
+
+
+def test_the_request_id_goes_on_to_the_provider(start_server: Any, test_home: Path, tmp_path: Path) -> None:
+    from tests.e2e.test_remote_providers import front_config
+
+    upstream_home = tmp_path / "upstream-home"
+    upstream = start_server(upstream_home)
+    front = start_server(tmp_path / "front-home", "--config", str(front_config(tmp_path, upstream.url)))
+    body = {"model": "remote-smol", "messages": FRANCE, "max_tokens": 4, "temperature": 0}
+    response = httpx.post(
+        f"{front.url}/v1/chat/completions", json=body, headers={"x-request-id": "abc-123"}, timeout=120
+    )
+    assert response.status_code == 200
+    assert response.headers["x-request-id"] == "abc-123"
+    upstream.stop()
+    env = {**os.environ, "INFERRELAY_HOME": str(upstream_home)}
+    logs = subprocess.run(
+        [sys.executable, "-m", "inferrelay.cli", "logs", "--json"], env=env, capture_output=True, text=True
+    )
+    assert [row["request_id"] for row in json.loads(logs.stdout)] == ["abc-123"]
