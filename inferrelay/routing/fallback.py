@@ -51,6 +51,18 @@ class ChainFailed(InferrelayError):
         self.remedies: list[Remedy] = []
 
 
+async def remedied(walk: Awaitable[Served[T]]) -> Served[T]:
+    """Await a walk; the remediation steps taken in it go with its answer, or with its failure."""
+    with recording() as remedies:
+        try:
+            served = await walk
+        except ChainFailed as failed:
+            failed.remedies = remedies
+            raise
+    served.remedies = remedies
+    return served
+
+
 class FallbackChain:
     def __init__(self, settings: Settings, registry: EngineRegistry, pool: ModelPool) -> None:
         self._settings = settings
@@ -68,14 +80,7 @@ class FallbackChain:
 
         Each failure climbs its remediation ladder (runtime/remediation.py) before the next engine is tried.
         """
-        with recording() as remedies:
-            try:
-                served = await self._walk(spec, capability, action, keep_alive)
-            except ChainFailed as failed:
-                failed.remedies = remedies
-                raise
-        served.remedies = remedies
-        return served
+        return await remedied(self._walk(spec, capability, action, keep_alive))
 
     async def _walk(
         self,
@@ -114,43 +119,28 @@ class FallbackChain:
         """One engine's try: its answer, or the error it failed with (recorded in `attempts`)."""
         backend = f"local/{name}"
         with tracing.span("attempt", **{"inferrelay.backend": backend, "inferrelay.model": spec.name}) as span:
-            outcome = await self._attempt_traced(name, spec, capability, action, attempts, keep_alive, retry_now)
-            if isinstance(outcome, InferrelayError):
-                tracing.failed(span, outcome.kind.value, outcome.message)
-            return outcome
-
-    async def _attempt_traced(
-        self,
-        name: str,
-        spec: ModelSpec,
-        capability: Capability,
-        action: Callable[[LoadedSlot], Awaitable[T]],
-        attempts: list[Attempt],
-        keep_alive: float | None,
-        retry_now: bool,
-    ) -> Served[T] | InferrelayError:
-        backend = f"local/{name}"
-        try:
-            engine = self._usable_engine(name, capability)
-            slot = await self._load(spec, engine, backend, retry_now, keep_alive)
-            while True:
-                try:
-                    return Served(await action(slot), backend, attempts)
-                except Exception as exc:
-                    if not await self._step_down(slot, classify(exc), backend):
-                        raise
-                    slot = await self._pool.slot(spec, engine, retry_now=True, keep_alive=keep_alive)
-        except Exception as exc:
-            error = classify(exc)
-            self._next_engine(spec, backend, error)
-            if not error.kind.policy.falls_back:
-                raise ChainFailed(error, attempts) from exc
-            if not isinstance(error, RememberedLoadFailure):
-                self._registry.record_failure(name, spec.name, error)
-            attempts.append(Attempt(backend, error.kind, error.message, error.hint))
-            if not self._settings.fallback:
-                raise ChainFailed(error, attempts) from exc
-            return error
+            try:
+                engine = self._usable_engine(name, capability)
+                slot = await self._load(spec, engine, backend, retry_now, keep_alive)
+                while True:
+                    try:
+                        return Served(await action(slot), backend, attempts)
+                    except Exception as exc:
+                        if not await self._step_down(slot, classify(exc), backend):
+                            raise
+                        slot = await self._pool.slot(spec, engine, retry_now=True, keep_alive=keep_alive)
+            except Exception as exc:
+                error = classify(exc)
+                tracing.failed(span, error.kind.value, error.message)
+                self._next_engine(spec, backend, error)
+                if not error.kind.policy.falls_back:
+                    raise ChainFailed(error, attempts) from exc
+                if not isinstance(error, RememberedLoadFailure):
+                    self._registry.record_failure(name, spec.name, error)
+                attempts.append(Attempt(backend, error.kind, error.message, error.hint))
+                if not self._settings.fallback:
+                    raise ChainFailed(error, attempts) from exc
+                return error
 
     async def _load(
         self, spec: ModelSpec, engine: Engine, backend: str, retry_now: bool, keep_alive: float | None

@@ -19,12 +19,11 @@ from inferrelay.errors import ErrorKind, InferrelayError, classify
 from inferrelay.observe import tracing
 from inferrelay.providers.remote import RemoteClient
 from inferrelay.routing.cooldown import CooldownTracker
-from inferrelay.routing.fallback import Attempt, ChainFailed, Served
+from inferrelay.routing.fallback import Attempt, ChainFailed, Served, remedied
 from inferrelay.routing.ratelimit import RateLimiter
 from inferrelay.routing.resolve import Step
 from inferrelay.routing.stats import DeploymentBook
 from inferrelay.runtime.catalog import ModelCatalog
-from inferrelay.runtime.remediation import recording
 
 T = TypeVar("T")
 
@@ -71,14 +70,7 @@ class StepRouter:
 
         The remediation steps taken anywhere in the walk go with the answer, or with the failure.
         """
-        with recording() as remedies:
-            try:
-                served = await self._walk(requested, steps, local, remote, estimate)
-            except ChainFailed as failed:
-                failed.remedies = remedies
-                raise
-        served.remedies = remedies
-        return served
+        return await remedied(self._walk(requested, steps, local, remote, estimate))
 
     async def _walk(
         self,
