@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,16 @@ def _from_pretrained_args(source: ModelSource) -> dict[str, Any]:
     return {"pretrained_model_name_or_path": str(source.path)}
 
 
-class TorchDecoder(TokenTextModel):
+class Wrappable:
+    """A model around a torch module that another engine may wrap (DeepSpeed's inference engine)."""
+
+    _model: Any
+
+    def wrap(self, wrapper: Callable[[Any], Any]) -> None:
+        self._model = wrapper(self._model)
+
+
+class TorchDecoder(Wrappable, TokenTextModel):
     engine_name = "torch"
 
     def __init__(self, model: Any, tokenizer: Any, spec: ModelSpec, device: str) -> None:
@@ -139,7 +148,7 @@ def _pick(logits: Any, sampling: Sampling, generator: Any) -> int:
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
-class TorchEncoder(EmbeddingModel):
+class TorchEncoder(Wrappable, EmbeddingModel):
     engine_name = "torch"
 
     def __init__(self, model: Any, tokenizer: Any, spec: ModelSpec, device: str) -> None:
