@@ -27,8 +27,11 @@ def test_engines_json_lists_every_builtin_with_its_status() -> None:
     done = run("engines", "--json")
     assert done.returncode == 0, done.stderr
     engines = {row["name"]: row for row in json.loads(done.stdout)}
-    assert set(engines) >= {"llamacpp", "onnx", "torch", "fake"}
-    assert all(row["available"] for row in engines.values()), engines
+    assert set(engines) >= {"llamacpp", "onnx", "torch", "fake", "vllm", "deepspeed"}
+    cpu_engines = {"llamacpp", "onnx", "torch", "fake"}
+    assert all(engines[name]["available"] for name in cpu_engines), engines
+    gpu_only = [engines[name] for name in ("vllm", "deepspeed")]
+    assert all(not row["available"] and "pip install 'inferrelay[" in row["error"] for row in gpu_only), gpu_only
     assert all(row["checked_at"] for row in engines.values())
 
 
