@@ -37,13 +37,16 @@ def free_port() -> int:
 class ServerProcess:
     """`inferrelay serve` as a real process on a free port of 127.0.0.1, stopped by `stop()`."""
 
-    def __init__(self, home: Path, *args: str, block_modules: tuple[str, ...] = (), log: Path) -> None:
+    def __init__(
+        self, home: Path, *args: str, block_modules: tuple[str, ...] = (), prelude: str = "", log: Path
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # Blocking a module the way a missing install does: `import x` raises ImportError.
         launcher = (
             "import sys\n"
             f"for name in {list(block_modules)!r}: sys.modules[name] = None\n"
+            f"{prelude}\n"
             "from inferrelay.cli import app\n"
             "app()\n"
         )
@@ -81,8 +84,9 @@ class ServerProcess:
 def start_server(tmp_path: Path) -> Iterator[object]:
     servers: list[ServerProcess] = []
 
-    def start(home: Path, *args: str, block_modules: tuple[str, ...] = ()) -> ServerProcess:
-        server = ServerProcess(home, *args, block_modules=block_modules, log=tmp_path / f"server-{len(servers)}.log")
+    def start(home: Path, *args: str, block_modules: tuple[str, ...] = (), prelude: str = "") -> ServerProcess:
+        log = tmp_path / f"server-{len(servers)}.log"
+        server = ServerProcess(home, *args, block_modules=block_modules, prelude=prelude, log=log)
         servers.append(server)
         return server
 

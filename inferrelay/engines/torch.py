@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -59,7 +60,7 @@ class TorchEngine(Engine):
         device = choose_device(device)
         dtype = getattr(torch, pick_dtype(model.dtype, device))
         torch.set_num_threads(os.cpu_count() or 1)
-        kwargs = _from_pretrained_args(source)
+        kwargs = from_pretrained_args(source)
         try:
             tokenizer = transformers.AutoTokenizer.from_pretrained(**kwargs)
             if model.is_encoder:
@@ -73,7 +74,7 @@ class TorchEngine(Engine):
         return TorchDecoder(decoder.to(device).eval(), tokenizer, model, device)
 
 
-def _from_pretrained_args(source: ModelSource) -> dict[str, Any]:
+def from_pretrained_args(source: ModelSource) -> dict[str, Any]:
     if source.format == "gguf":
         return {"pretrained_model_name_or_path": str(source.folder), "gguf_file": source.path.name}
     return {"pretrained_model_name_or_path": str(source.path)}
@@ -83,9 +84,19 @@ class Wrappable:
     """A model around a torch module that another engine may wrap (DeepSpeed's inference engine)."""
 
     _model: Any
+    _device: str
 
     def wrap(self, wrapper: Callable[[Any], Any]) -> None:
         self._model = wrapper(self._model)
+
+    def close(self) -> None:
+        """The memory back now, not at the next collection: a reload after an out-of-memory must find it free."""
+        self._model = None
+        gc.collect()
+        if self._device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
 
 
 class TorchDecoder(Wrappable, TokenTextModel):

@@ -1,18 +1,21 @@
-"""vLLM's offline engine, in process, on CUDA: the embedded GGUF or any Hugging Face folder; embeddings through
-its pooling runner.
+"""vLLM on CUDA: chat and completion through its async engine (AsyncLLM), token by token; embeddings through
+the offline pooling runner. The embedded GGUF or any Hugging Face folder.
 
 Options (a model's `engine_options.vllm`) go to `vllm.LLM` as they are:
 gpu_memory_utilization, max_model_len, tensor_parallel_size, dtype,
 quantization (and any other engine argument vLLM takes). A GGUF is read with
 its own tokenizer (vLLM reads Llama-architecture GGUF files).
 
-Streaming: the offline engine returns whole answers, so a stream is one
-piece followed by the finish; token-by-token streaming through vLLM's
-AsyncLLM is to be verified on a GPU (docs/gpu.md).
+Streaming: AsyncLLM runs on a loop thread of its own (engines/async_bridge.py)
+and hands back each step's new text (RequestOutputKind.DELTA); a caller who
+stops reading aborts the request inside vLLM, so its slot is freed at once.
+The chat template is applied here, with the model's own tokenizer, so the
+prompt vLLM sees is the one the other engines see.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,7 @@ import numpy as np
 
 from inferrelay.config.schema import ModelSpec
 from inferrelay.config.sources import resolve_source
+from inferrelay.engines.async_bridge import LoopThread
 from inferrelay.engines.base import (
     Capability,
     EmbeddingModel,
@@ -32,6 +36,7 @@ from inferrelay.engines.base import (
     ProbeResult,
     TextModel,
 )
+from inferrelay.engines.chat_template import template_errors
 from inferrelay.engines.cuda import cuda_missing, library_missing
 from inferrelay.engines.optional import require
 from inferrelay.errors import ErrorKind, InferrelayError
@@ -62,7 +67,7 @@ class VllmEngine(Engine):
         try:
             if model.is_encoder:
                 return VllmEncoder(_pooling(vllm, arguments), model)
-            return VllmDecoder(vllm, vllm.LLM(**arguments), model)
+            return _async_decoder(vllm, arguments, source, model)
         except (OSError, ValueError, RuntimeError) as exc:
             raise InferrelayError(ErrorKind.MODEL_LOAD_FAILED, f"vLLM could not load {source.path}: {exc}") from exc
 
@@ -75,31 +80,84 @@ def _pooling(vllm: Any, arguments: dict[str, Any]) -> Any:
         return vllm.LLM(**arguments, task="embed")
 
 
+def _async_decoder(vllm: Any, arguments: dict[str, Any], source: Any, spec: ModelSpec) -> VllmDecoder:
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.sampling_params import RequestOutputKind
+
+    from inferrelay.engines.torch import TRANSFORMERS, from_pretrained_args
+
+    tokenizer = require(*TRANSFORMERS).AutoTokenizer.from_pretrained(**from_pretrained_args(source))
+    loop = LoopThread("vllm")
+
+    async def start() -> Any:
+        try:
+            from vllm.v1.engine.async_llm import AsyncLLM
+        except ImportError:  # releases before the V1 engine
+            from vllm import AsyncLLMEngine as AsyncLLM
+        return AsyncLLM.from_engine_args(AsyncEngineArgs(**arguments))
+
+    def sampling(**values: Any) -> Any:
+        return vllm.SamplingParams(**values, output_kind=RequestOutputKind.DELTA)
+
+    return VllmDecoder(loop.run(start()), loop, sampling, tokenizer, spec)
+
+
 class VllmDecoder(TextModel):
+    """Requests from any thread go to one AsyncLLM, which batches them continuously on the GPU."""
+
     engine_name = "vllm"
 
-    def __init__(self, vllm: Any, llm: Any, spec: ModelSpec) -> None:
-        self._vllm = vllm
-        self._llm = llm
+    def __init__(self, engine: Any, loop: LoopThread, sampling: Any, tokenizer: Any, spec: ModelSpec) -> None:
+        self._engine = engine
+        self._loop = loop
+        self._sampling = sampling
+        self._tokenizer = tokenizer
         self.context_length = spec.context_length
+
+    def prompt(self, request: GenerationRequest) -> str:
+        if request.messages is None:
+            return request.prompt or ""
+        with template_errors():
+            text = self._tokenizer.apply_chat_template(request.messages, add_generation_prompt=True, tokenize=False)
+        return str(text)
 
     def stream(self, request: GenerationRequest) -> Iterator[Piece]:
         s = request.sampling
-        params = self._vllm.SamplingParams(
+        params = self._sampling(
             temperature=s.temperature, top_p=s.top_p, seed=s.seed,
             max_tokens=request.max_tokens or DEFAULT_MAX_TOKENS, stop=list(request.stop) or None,
         )  # fmt: skip
-        if request.messages is not None:
-            (output,) = self._llm.chat([request.messages], params, use_tqdm=False)
-        else:
-            (output,) = self._llm.generate([request.prompt or ""], params, use_tqdm=False)
-        answer = output.outputs[0]
-        yield Piece(answer.text)
-        finish = "length" if answer.finish_reason == "length" else "stop"
-        yield Piece("", finish, len(output.prompt_token_ids), len(answer.token_ids))
+        request_id = uuid.uuid4().hex
+        outputs = self._engine.generate(request_id=request_id, prompt=self.prompt(request), sampling_params=params)
+        yield from _pieces(self._loop.iterate(outputs, on_abandon=lambda: _abort(self._engine, request_id)))
 
     def close(self) -> None:
-        del self._llm
+        shutdown = getattr(self._engine, "shutdown", None)
+        if shutdown is not None:
+            shutdown()
+        self._loop.close()
+
+
+def _pieces(outputs: Iterator[Any]) -> Iterator[Piece]:
+    """vLLM's DELTA outputs as pieces: each step's new text, then the finish with usage."""
+    prompt_tokens = completion_tokens = 0
+    finish: str | None = None
+    for output in outputs:
+        if output.prompt_token_ids:
+            prompt_tokens = len(output.prompt_token_ids)
+        answer = output.outputs[0]
+        completion_tokens += len(answer.token_ids)
+        if answer.text:
+            yield Piece(answer.text)
+        if output.finished:
+            finish = "length" if answer.finish_reason == "length" else "stop"
+    yield Piece("", finish or "stop", prompt_tokens, completion_tokens)
+
+
+async def _abort(engine: Any, request_id: str) -> None:
+    result = engine.abort(request_id)
+    if hasattr(result, "__await__"):
+        await result
 
 
 class VllmEncoder(EmbeddingModel):

@@ -1,0 +1,107 @@
+"""A real CUDA out-of-memory from an oversized batch, climbing the ladder in a real server on a GPU.
+
+The server's process is capped (torch's per-process memory fraction) at a
+size measured here first: the weights, plus a known multiple of what one
+input or a batch takes. So the batch runs out of memory for real, inside
+the CUDA allocator, and each test knows which rung must make it fit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from inferrelay.config.embedded import MINILM
+from inferrelay.engines.torch import TorchEngine
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
+
+TEXTS = [" ".join(["word"] * 200) + f" {i}" for i in range(512)]
+
+
+def reserved_after(dtype: str, home: Path, batches: tuple[int, ...]) -> list[int]:
+    """CUDA memory reserved by this process once MiniLM is loaded in `dtype`, then at the peak of each batch size."""
+    torch.cuda.empty_cache()
+    base = torch.cuda.memory_reserved()
+    model = TorchEngine().load(MINILM.model_copy(update={"dtype": dtype}), "cuda", home)
+    sizes = [torch.cuda.memory_reserved() - base]
+    for n in batches:
+        torch.cuda.reset_peak_memory_stats()
+        model.embed(TEXTS[:n])
+        sizes.append(torch.cuda.max_memory_reserved() - base)
+    model.close()
+    return sizes
+
+
+def start_capped(start_server: Any, home: Path, dtype: str, cap: int) -> Any:
+    config = home / "config"
+    config.mkdir(exist_ok=True)
+    (config / "model-mappings.yaml").write_text(
+        f"models:\n  {MINILM.name}: {{engines: [torch], device: cuda, dtype: {dtype}}}\n"
+    )
+    total = torch.cuda.get_device_properties(0).total_memory
+    prelude = f"import torch; torch.cuda.set_per_process_memory_fraction({cap / total!r})"
+    return start_server(home, "--config", str(config), prelude=prelude)
+
+
+def embed(server: Any, texts: list[str]) -> httpx.Response:
+    return httpx.post(f"{server.url}/v1/embeddings", json={"model": MINILM.name, "input": texts}, timeout=600)
+
+
+def matches_the_cpu(response: httpx.Response, home: Path, n: int) -> float:
+    got = np.array([row["embedding"] for row in response.json()["data"]], dtype=np.float32)
+    want = TorchEngine().load(MINILM.model_copy(update={"dtype": "float32"}), "cpu", home).embed(TEXTS[:n]).vectors
+    return float((np.sum(got * want, axis=1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)).min())
+
+
+def test_an_oversized_batch_is_halved_until_it_fits(start_server: Any, tmp_path: Path, test_home: Path) -> None:
+    weights, peak64 = reserved_after("bfloat16", test_home, (64,))
+    cap = weights + int(1.5 * (peak64 - weights))  # 64 inputs fit, 128 do not
+    print(f"\nweights {weights / 2**20:.0f} MiB, 64 inputs {peak64 / 2**20:.0f} MiB, cap {cap / 2**20:.0f} MiB")
+    server = start_capped(start_server, tmp_path, "bfloat16", cap)
+    response = embed(server, TEXTS)
+    assert response.status_code == 200, response.text
+    steps = response.headers["x-inferrelay-remediation"].split(";")
+    print("x-inferrelay-remediation:", steps)
+    assert steps[0] == "local/torch:smaller_batch(512 -> 256)"
+    assert all(step.startswith("local/torch:smaller_batch(") for step in steps)
+    assert response.headers["x-inferrelay-backend"] == "local/torch"
+    assert matches_the_cpu(response, test_home, 512) > 0.99
+
+
+def test_one_input_too_big_in_float32_is_served_in_bfloat16(start_server: Any, tmp_path: Path, test_home: Path) -> None:
+    weights, one = reserved_after("float32", test_home, (1,))
+    assert one > weights, "one input needed no new CUDA memory: the cap cannot be placed between them"
+    cap = weights + (one - weights) // 2  # the fp32 model loads, one input does not fit; bf16 halves the weights
+    print(f"\nweights {weights / 2**20:.0f} MiB, one input {one / 2**20:.0f} MiB, cap {cap / 2**20:.0f} MiB")
+    server = start_capped(start_server, tmp_path, "float32", cap)
+    response = embed(server, TEXTS[:8])
+    assert response.status_code == 200, response.text
+    steps = response.headers["x-inferrelay-remediation"].split(";")
+    print("x-inferrelay-remediation:", steps)
+    assert steps[:3] == [f"local/torch:smaller_batch({n} -> {n // 2})" for n in (8, 4, 2)]
+    assert steps[3] == "local/torch:lower_precision(float32 -> bfloat16)"
+    assert matches_the_cpu(response, test_home, 8) > 0.99
+
+
+def test_one_input_too_big_in_bfloat16_moves_the_model_to_the_cpu(
+    start_server: Any, tmp_path: Path, test_home: Path
+) -> None:
+    weights, one = reserved_after("bfloat16", test_home, (1,))
+    assert one > weights, "one input needed no new CUDA memory: the cap cannot be placed between them"
+    cap = weights + (one - weights) // 2  # no lower precision for torch below bf16: the CPU is the next rung
+    server = start_capped(start_server, tmp_path, "bfloat16", cap)
+    response = embed(server, TEXTS[:4])
+    assert response.status_code == 200, response.text
+    steps = response.headers["x-inferrelay-remediation"].split(";")
+    print("\nx-inferrelay-remediation:", steps)
+    assert steps[-1].startswith("local/torch:cpu(cuda")
+    assert all(s.startswith("local/torch:smaller_batch(") for s in steps[:-1])
+    view = httpx.get(f"{server.url}/api/v1/runtime/models/{MINILM.name}", timeout=30).json()
+    assert [slot["device"] for slot in view["loaded"]] == ["cpu"]
+    assert matches_the_cpu(response, test_home, 4) > 0.99
