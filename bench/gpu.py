@@ -33,7 +33,7 @@ from inferrelay.engines.torch import from_pretrained_args
 
 STORY = [{"role": "system", "content": "You are a helpful assistant."},
          {"role": "user", "content": "Write a long story about a dragon."}]  # fmt: skip
-MAX_TOKENS = 256
+MAX_TOKENS = 128
 SENTENCES = 8192
 BATCH = 256
 WORDS = "the a cat dog sat ran on under mat tree quickly slowly red blue small large river city"
@@ -82,7 +82,7 @@ def engine_tokens_per_s(name: str, home: Path, dtype: str) -> dict[str, Any]:
         return count
 
     ttft: list[float] = []
-    rate = best(3, lambda: timed(stream))
+    rate = best(2, lambda: timed(stream))
     model.close()
     return {"engine": name, "dtype": dtype, "tokens_per_s": round(rate, 1), "ttft_ms": round(min(ttft) * 1000, 1),
             "load_s": round(load_s, 2)}  # fmt: skip
@@ -104,7 +104,7 @@ def transformers_tokens_per_s(dtype: str) -> dict[str, Any]:
         return int(out.shape[1] - ids["input_ids"].shape[1])
 
     generate()
-    return {"peer": "transformers generate", "dtype": dtype, "tokens_per_s": round(best(3, lambda: timed(generate)), 1)}
+    return {"peer": "transformers generate", "dtype": dtype, "tokens_per_s": round(best(2, lambda: timed(generate)), 1)}
 
 
 def engine_embeddings_per_s(name: str, home: Path, texts: list[str], dtype: str) -> dict[str, Any]:
@@ -157,6 +157,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--home", type=Path, default=Path(tempfile.gettempdir()) / "inferrelay-bench-gpu")
     parser.add_argument("--engines", default="torch,deepspeed,vllm")
+    parser.add_argument("--only", choices=("generation", "embeddings"))
     options = parser.parse_args()
     options.home.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {
@@ -164,13 +165,14 @@ def main() -> None:
         "generation": [], "embeddings": [],
     }  # fmt: skip
     texts = sentences(SENTENCES)
-    for dtype in ("bfloat16", "float32"):
+    for dtype in ("bfloat16", "float32") if options.only != "generation" else ():
         results["embeddings"].append(sentence_transformers_per_s(texts, dtype))
         for name in ("torch", "onnx"):
             results["embeddings"].append(engine_embeddings_per_s(name, options.home, texts, dtype))
         print(json.dumps(results["embeddings"][-3:]), file=sys.stderr, flush=True)
-    results["generation"].append(transformers_tokens_per_s("bfloat16"))
-    for name in options.engines.split(","):
+    if options.only != "embeddings":
+        results["generation"].append(transformers_tokens_per_s("bfloat16"))
+    for name in options.engines.split(",") if options.only != "embeddings" else ():
         results["generation"].append(engine_tokens_per_s(name, options.home, "bfloat16"))
         print(json.dumps(results["generation"][-1]), file=sys.stderr, flush=True)
     options.out.write_text(json.dumps(results, indent=2) + "\n")

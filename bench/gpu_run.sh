@@ -20,8 +20,8 @@ print('transformers', transformers.__version__, 'onnxruntime', onnxruntime.__ver
 python3 -m inferrelay.cli engines > "$OUT/engines.txt" 2>&1
 cat "$OUT/env.txt" "$OUT/engines.txt"
 T="timeout -k 5"
-$T 270 python3 -m pytest tests/gpu -v -s -p no:cacheprovider -k "not deepspeed" -o addopts="" 2>&1 | tee "$OUT/tests.log" | grep -E "PASS|FAIL|SKIP|ERROR|passed|failed|x-inferrelay|cuda|cap"
-$T 90 python3 bench/gpu.py --out "$OUT/bench.json" --engines torch > "$OUT/bench.log" 2>&1; tail -c 1500 "$OUT/bench.log"
-$T 120 python3 -m pytest tests/gpu -v -s -p no:cacheprovider -k deepspeed -o addopts="" > "$OUT/deepspeed.log" 2>&1
+$T 270 python3 -m pytest tests/gpu -v -s -p no:cacheprovider -k "${PYTEST_K:-not deepspeed}" -o addopts="" 2>&1 | tee "$OUT/tests.log" | grep -E "PASS|FAIL|SKIP|ERROR|passed|failed|x-inferrelay|cuda|cap"
+$T 150 python3 bench/gpu.py --out "$OUT/bench.json" --engines torch,deepspeed --only generation > "$OUT/bench.log" 2>&1; tail -c 1500 "$OUT/bench.log"
+$T 150 python3 -m pytest tests/gpu -v -s -p no:cacheprovider -k deepspeed -o addopts="" > "$OUT/deepspeed.log" 2>&1
 grep -E "PASS|FAIL|SKIP|ERROR|passed|failed|on cuda|Error" "$OUT/deepspeed.log" | tail -15
 echo done

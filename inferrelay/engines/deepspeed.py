@@ -8,6 +8,7 @@ through the torch engine's decoder.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ class DeepSpeedEngine(Engine):
         assert isinstance(loaded, Wrappable)
 
         def inference(module: Any) -> Any:
+            _forget_quantizer(module)
             try:
                 engine = deepspeed.init_inference(module, dtype=getattr(torch, dtype), replace_with_kernel_inject=True)
             except (ValueError, NotImplementedError, RuntimeError) as exc:  # an architecture without kernels
@@ -55,3 +57,12 @@ class DeepSpeedEngine(Engine):
         loaded.engine_name = self.name
         log.info("deepspeed serves %s in %s", model.name, dtype)
         return loaded
+
+
+def _forget_quantizer(module: Any) -> None:
+    """transformers dequantizes a GGUF as it loads it but keeps its quantizer, which forbids the `.half()` DeepSpeed
+    calls (seen on an H100, transformers 5.17): the weights are plain tensors, so the flag goes."""
+    for name, value in (("hf_quantizer", None), ("is_quantized", False), ("quantization_method", None)):
+        if getattr(module, name, None) is not None:
+            with contextlib.suppress(AttributeError):  # a property derived from hf_quantizer
+                setattr(module, name, value)

@@ -28,7 +28,7 @@ from inferrelay.engines.decoding import check_input_lengths
 from inferrelay.engines.devices import choose_device, pick_dtype
 from inferrelay.engines.optional import probe_imports, require
 from inferrelay.engines.pooling import mean_pool_normalized
-from inferrelay.errors import ErrorKind, InferrelayError
+from inferrelay.errors import ErrorKind, InferrelayError, classify
 
 TORCH = ("torch", "'inferrelay[torch]'")
 TRANSFORMERS = ("transformers", "'inferrelay[torch]'")
@@ -65,13 +65,30 @@ class TorchEngine(Engine):
             tokenizer = transformers.AutoTokenizer.from_pretrained(**kwargs)
             if model.is_encoder:
                 encoder = transformers.AutoModel.from_pretrained(**kwargs, dtype=dtype)
-                return TorchEncoder(encoder.to(device).eval(), tokenizer, model, device)
+                return TorchEncoder(_place(encoder, device), tokenizer, model, device)
             decoder = transformers.AutoModelForCausalLM.from_pretrained(**kwargs, dtype=dtype)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise InferrelayError(
                 ErrorKind.MODEL_LOAD_FAILED, f"transformers could not load {source.path}: {exc}"
             ) from exc
-        return TorchDecoder(decoder.to(device).eval(), tokenizer, model, device)
+        return TorchDecoder(_place(decoder, device), tokenizer, model, device)
+
+
+def _place(module: Any, device: str) -> Any:
+    """The module on `device`. One that does not fit is raised as out_of_memory with no traceback attached: the
+    traceback's frames would keep the half-moved weights on the GPU, and the ladder's next rung needs that memory."""
+    failure: InferrelayError | None = None
+    try:
+        return module.to(device).eval()
+    except RuntimeError as exc:
+        failure = classify(exc, loading=True)
+    del module
+    gc.collect()
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
+    raise InferrelayError(failure.kind, failure.message, hint=failure.hint)
 
 
 def from_pretrained_args(source: ModelSource) -> dict[str, Any]:
