@@ -39,6 +39,7 @@ class ErrorKind(str, Enum):
     TIMEOUT = "timeout"
     RATE_LIMITED = "rate_limited"
     UPSTREAM_ERROR = "upstream_error"
+    ENGINE_CRASHED = "engine_crashed"
     ALL_BACKENDS_FAILED = "all_backends_failed"
     INTERNAL = "internal"
 
@@ -87,6 +88,12 @@ POLICIES: dict[ErrorKind, KindPolicy] = {
     ErrorKind.RATE_LIMITED: KindPolicy(429, "rate_limit_error", True, "Slow down or raise the backend's rate limit."),
     ErrorKind.UPSTREAM_ERROR: KindPolicy(
         502, "server_error", True, "The backend answered with an error; see its message."
+    ),
+    ErrorKind.ENGINE_CRASHED: KindPolicy(
+        503,
+        "server_error",
+        True,
+        "The engine's worker process died (the message names the signal); the next request restarts it.",
     ),
     ErrorKind.ALL_BACKENDS_FAILED: KindPolicy(
         503, "server_error", False, "Every engine of the chain failed; each reason is listed."

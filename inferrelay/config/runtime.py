@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 
@@ -31,6 +32,17 @@ class RuntimeSettings(Strict):
     metrics: bool = Field(default=True, description="Prometheus metrics at GET /metrics")
     request_log: bool = Field(default=True, description="one row per request in $INFERRELAY_HOME/requests.sqlite3")
     request_log_retention: Duration = Field(default=7 * 86400.0, description="rows older than this are deleted")
+    engine_isolation: Literal["process", "in_process"] = Field(
+        default="process",
+        description="process: each loaded model's engine runs in a supervised worker process; in_process: in the "
+        "server's process (a model's engine_options.<engine>.isolation overrides it)",
+    )
+    crash_limit: int = Field(default=3, ge=1, description="this many worker crashes of one engine for one model...")
+    crash_window: Duration = Field(default=600.0, description="...within this time put the pair in cooldown")
+    crash_cooldown: Duration = Field(default=600.0, description="how long a crash-looping pair is skipped")
+    crash_backoff: Duration = Field(
+        default=1.0, description="wait before restarting a crashed worker, doubled per recent crash, at most 30s"
+    )
 
     @field_validator("memory_budget")
     @classmethod

@@ -156,12 +156,15 @@ class EmbeddingModel(LoadedModel):
 
 
 class Engine(abc.ABC):
-    """An in-process engine. Subclasses register under the `inferrelay.engines` entry points."""
+    """A local engine. Subclasses register under the `inferrelay.engines` entry points."""
 
     name: ClassVar[str]
     capabilities: ClassVar[frozenset[Capability]]
     reads: ClassVar[frozenset[str]] = frozenset()
     """The source formats it loads (gguf, hf_folder, sentence_transformers, onnx): what the doctor matches."""
+    isolation: ClassVar[str] = "process"
+    """"process": each loaded model runs in a supervised worker process (runtime/workers.py); "in_process": in
+    the server's own process, for engines with no native code to crash (a model can ask either way)."""
 
     @abc.abstractmethod
     def probe(self) -> ProbeResult:
@@ -170,3 +173,22 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def load(self, model: ModelSpec, device: str, home: Path) -> LoadedModel:
         """Load `model` on `device`; derived artifacts go under `home`/cache."""
+
+    def smoke_test(self, model: LoadedModel) -> None:
+        """Run the loaded model once, in its worker, before it serves: a build that crashes on this machine
+        crashes here, where it costs one token, not a caller's request."""
+        if isinstance(model, TextModel):
+            model.generate(GenerationRequest(prompt="Hello", max_tokens=1, sampling=Sampling(temperature=0.0)))
+        elif isinstance(model, EmbeddingModel):
+            model.embed(["Hello"])
+
+    def crash_hint(self, signal_name: str) -> str:
+        """What a person can do when this engine's worker dies of `signal_name` (a name like SIGILL, or 'exit')."""
+        if signal_name == "SIGILL":
+            return (
+                f"the {self.name} library was built for instructions this CPU cannot run: reinstall it built "
+                "for this machine's baseline (docs/engines.md)"
+            )
+        if signal_name == "SIGKILL":
+            return "killed from outside, often by the kernel's OOM killer: free memory or lower the memory budget"
+        return f"the {self.name} library crashed in native code; the server's log has the worker's last words"

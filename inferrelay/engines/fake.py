@@ -5,12 +5,21 @@ Options (a model's `engine_options.fake`): `latency_ms` per token,
 ("load", "request", or "stream": after the first token), `fail_devices` (fail only when placed on
 one of these, e.g. ["cuda"], to rehearse a GPU running out of memory on a machine without one),
 `dimensions` of its embeddings, and `seed` for the failure draws.
+
+`crash` ("sigsegv", "sigill", "sigabrt", "sigkill" or "exit") makes a failure
+a real death of the process instead of an error: the signal is sent to the
+process itself (or it exits at once with code 3), at the stage `fail_on`
+names, at the rate `fail_rate`. Crashes need the fake to run in a worker
+process (`isolation: process` among its options); in the server's own
+process the load is refused.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import random
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,6 +53,12 @@ class FakeOptions(Strict):
     fail_devices: list[str] | None = None
     dimensions: int = Field(default=384, gt=0)
     seed: int = 0
+    crash: Literal["sigsegv", "sigill", "sigabrt", "sigkill", "exit"] | None = None
+
+
+CRASH_SIGNALS = {
+    "sigsegv": signal.SIGSEGV, "sigill": signal.SIGILL, "sigabrt": signal.SIGABRT, "sigkill": signal.SIGKILL,
+}  # fmt: skip
 
 
 class FaultInjector:
@@ -53,25 +68,48 @@ class FaultInjector:
         self._device = device
 
     def maybe_fail(self, stage: str) -> None:
-        kind = self._options.fail_kind
-        if kind is None or stage != self._options.fail_on:
+        options = self._options
+        kind = options.fail_kind
+        if (kind is None and options.crash is None) or stage != options.fail_on:
             return
-        devices = self._options.fail_devices
+        devices = options.fail_devices
         if devices is not None and self._device.split(":")[0] not in devices:
             return
-        if self._draws.random() < self._options.fail_rate:
+        if self._draws.random() < options.fail_rate:
+            if options.crash is not None:
+                _die(options.crash)
+            assert kind is not None
             raise InferrelayError(kind, f"fake engine: injected {kind.value} at {stage}")
+
+
+def _die(how: str) -> None:
+    """A real death, as native code dies: the kernel delivers the signal; no Python handler runs."""
+    if how == "exit":
+        os._exit(3)
+    signal.signal(CRASH_SIGNALS[how], signal.SIG_DFL)
+    os.kill(os.getpid(), CRASH_SIGNALS[how])
+    time.sleep(10)  # the signal is delivered before this returns
 
 
 class FakeEngine(Engine):
     name = "fake"
     capabilities = frozenset({Capability.CHAT, Capability.COMPLETION, Capability.EMBEDDINGS})
+    isolation = "in_process"  # pure Python; a model whose fake is told to crash asks for a worker
 
     def probe(self) -> ProbeResult:
         return ProbeResult(True, "ok")
 
+    def smoke_test(self, model: LoadedModel) -> None:
+        """None: the fake's faults are the user's to place; a smoke run would draw them."""
+
     def load(self, model: ModelSpec, device: str, home: Path) -> LoadedModel:
         options = FakeOptions.model_validate(model.engine_options.get("fake", {}))
+        if options.crash is not None and not os.environ.get("INFERRELAY_WORKER"):
+            raise InferrelayError(
+                ErrorKind.MODEL_LOAD_FAILED,
+                f"fake engine: crash {options.crash!r} would kill the server's own process",
+                hint="add isolation: process to engine_options.fake, so the fake runs in a worker process",
+            )
         faults = FaultInjector(options, device)
         faults.maybe_fail("load")
         if model.is_encoder:

@@ -126,7 +126,10 @@ class FallbackChain:
                     try:
                         return Served(await action(slot), backend, attempts)
                     except Exception as exc:
-                        if not await self._step_down(slot, classify(exc), backend):
+                        failure = classify(exc)
+                        if failure.kind is ErrorKind.ENGINE_CRASHED:
+                            await self._pool.crashed(slot, failure)
+                        if not await self._step_down(slot, failure, backend):
                             raise
                         slot = await self._pool.slot(spec, engine, retry_now=True, keep_alive=keep_alive)
             except Exception as exc:

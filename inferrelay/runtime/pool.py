@@ -22,10 +22,12 @@ from inferrelay.engines.base import Engine, utcnow
 from inferrelay.engines.devices import pick_device, pick_dtype
 from inferrelay.errors import ErrorKind, InferrelayError, classify
 from inferrelay.observe import tracing
+from inferrelay.runtime.crashes import CrashHistory
 from inferrelay.runtime.eviction import choose_victims, holders
 from inferrelay.runtime.memory import available_bytes, format_bytes, process_rss, release_freed
 from inferrelay.runtime.placement import Planned, plan_load
 from inferrelay.runtime.slots import LoadedSlot, Placement
+from inferrelay.runtime.workers import WorkerCrashed, WorkerModel, start_worker
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,10 @@ class ModelPool:
         self._on_cpu: set[str] = set()  # models that ran out of GPU memory: loaded on the CPU from then on
         self._lowered: dict[tuple[str, str], str] = {}  # (model, engine) out of memory: loaded in this dtype since
         self._load_lock = asyncio.Lock()
+        runtime = self._runtime
+        self.crashes = CrashHistory(
+            runtime.crash_window, runtime.crash_limit, runtime.crash_cooldown, runtime.crash_backoff, clock=clock
+        )
         self.loads = 0
         self.events: list[Event] = []
 
@@ -89,6 +95,7 @@ class ModelPool:
         key = (spec.name, engine.name)
         slot = self._slots.get(key)
         if slot is None:
+            self._refuse_after_crashes(key, retry_now)
             failure = self._failed.get(key)
             if failure and not retry_now and self._clock() - failure.at < self._retry_after_s:
                 raise RememberedLoadFailure(failure)
@@ -100,6 +107,30 @@ class ModelPool:
         if keep_alive is not None:
             slot.keep_alive = keep_alive
         return slot
+
+    def _refuse_after_crashes(self, key: tuple[str, str], retry_now: bool) -> None:
+        """Backoff after a worker crash, cooldown after a crash loop, and no start at all for a build that
+        cannot run here. A walk with nothing else left still tries the least recently failed (retry_now)."""
+        waiting = self.crashes.wait(key)
+        if waiting is None:
+            return
+        seconds, why = waiting
+        model, engine = key
+        if seconds == float("inf"):
+            raise InferrelayError(ErrorKind.ENGINE_UNAVAILABLE, f"{engine} cannot run {model} here: {why}")
+        if retry_now:
+            return
+        kind = ErrorKind.COOLING_DOWN if why.startswith("cooling down") else ErrorKind.ENGINE_CRASHED
+        message = f"{engine} for {model}: {why}; next start in {seconds:.1f}s"
+        raise RememberedLoadFailure(LoadFailure(self._clock(), kind, message, kind.policy.hint))
+
+    async def crashed(self, slot: LoadedSlot, error: InferrelayError) -> None:
+        """A worker died under a request: the slot goes (and its memory from the accounting); the crash counts."""
+        key = (slot.spec.name, slot.placement.engine)
+        if self._slots.get(key) is not slot:
+            return  # another request saw the same death first
+        self.crashes.crashed(key, error.message)
+        await self._unload(slot, "crashed", error.message)
 
     def loaded(self, name: str | None = None) -> list[LoadedSlot]:
         return [slot for (model, _), slot in self._slots.items() if name is None or model == name]
@@ -123,8 +154,8 @@ class ModelPool:
                 await self._make_room(spec, planned)
                 slot = await self._load_on(spec, engine, planned)
         except Exception as exc:
-            error = classify(exc, loading=True)
-            if error.kind is not ErrorKind.OUT_OF_MEMORY:  # memory frees up: do not remember a refusal
+            error = self._start_crash(key, exc) if isinstance(exc, WorkerCrashed) else classify(exc, loading=True)
+            if error.kind not in (ErrorKind.OUT_OF_MEMORY, ErrorKind.ENGINE_CRASHED):  # those have their own rules
                 self._failed[key] = LoadFailure(self._clock(), error.kind, error.message, error.hint)
             raise error from exc
         finally:
@@ -134,6 +165,17 @@ class ModelPool:
         self._slots[key] = slot
         self.loads += 1
         return slot
+
+    def _start_crash(self, key: tuple[str, str], crash: WorkerCrashed) -> InferrelayError:
+        """A worker that died while loading or in its smoke run. An illegal instruction there means the build
+        cannot run on this CPU: the engine is unusable for the model. Any other death counts as a crash."""
+        self.events.append(Event(utcnow(), key[0], "crashed", f"{key[1]}: {crash.message} (starting)"))
+        if crash.signal == "SIGILL":
+            reason = f"its worker died of SIGILL in its smoke run; fix: {crash.hint}"
+            self.crashes.mark_unusable(key, reason)
+            return InferrelayError(ErrorKind.ENGINE_UNAVAILABLE, f"{crash.message} in its smoke run", hint=crash.hint)
+        self.crashes.crashed(key, crash.message)
+        return crash
 
     async def _load_on(self, spec: ModelSpec, engine: Engine, planned: Planned) -> LoadedSlot:
         """Load, measuring what it adds; out of GPU memory, load again on the CPU."""
@@ -159,15 +201,39 @@ class ModelPool:
             return await asyncio.to_thread(self._measured_load, spec, engine, cpu)
 
     def _measured_load(self, spec: ModelSpec, engine: Engine, planned: Planned) -> LoadedSlot:
+        isolated = self._isolated(spec, engine)
+        options = {**spec.engine_options, engine.name: _without_isolation(spec.engine_options.get(engine.name, {}))}
+        placed = spec.model_copy(update={"dtype": planned.dtype, "engine_options": options})
         before, started = process_rss(), time.perf_counter()
-        model = engine.load(spec.model_copy(update={"dtype": planned.dtype}), planned.device, self._home)
+        if isolated:
+            self.crashes.started((spec.name, engine.name))
+            model = start_worker(engine, placed, planned.device, self._home)
+        else:
+            model = engine.load(placed, planned.device, self._home)
         seconds = time.perf_counter() - started
-        held = max(0, process_rss() - before) if planned.device == "cpu" else 0
+        if isinstance(model, WorkerModel):
+            held = model.held_bytes if planned.device == "cpu" else 0
+        else:
+            held = max(0, process_rss() - before) if planned.device == "cpu" else 0
         placement = Placement(
             engine.name, planned.device, planned.device_reason, planned.dtype, planned.estimate, held, seconds
         )
         keep_alive = spec.keep_alive if spec.keep_alive is not None else self._runtime.keep_alive
-        return LoadedSlot(model, spec, placement, keep_alive, self._clock)
+        slot = LoadedSlot(model, spec, placement, keep_alive, self._clock)
+        slot.restarts = self.crashes.restarts((spec.name, engine.name)) if isolated else 0
+        return slot
+
+    def _isolated(self, spec: ModelSpec, engine: Engine) -> bool:
+        """In a worker process unless the model, the runtime settings or the engine itself say in_process."""
+        asked = spec.engine_options.get(engine.name, {}).get("isolation")
+        if asked not in (None, "process", "in_process"):
+            raise InferrelayError(
+                ErrorKind.MODEL_LOAD_FAILED,
+                f"engine_options.{engine.name}.isolation is {asked!r}: use 'process' or 'in_process'",
+            )
+        if asked is not None:
+            return bool(asked == "process")
+        return engine.isolation == "process" and self._runtime.engine_isolation == "process"
 
     async def move_to_cpu(self, slot: LoadedSlot, reason: str) -> None:
         """A request ran out of GPU memory: unload the model; its next load is on the CPU."""
@@ -269,7 +335,11 @@ class ModelPool:
             asyncio.get_running_loop().create_task(self._unload(slot, "unloaded", "keep_alive 0: after its request"))
 
     async def reap(self) -> None:
-        """Unload every model idle past its keep_alive."""
+        """Unload every model idle past its keep_alive, and every idle model whose worker has died."""
+        for slot in [s for s in self._slots.values() if s.active == 0 and isinstance(s.model, WorkerModel)]:
+            worker = slot.model.worker  # type: ignore[attr-defined]
+            if not worker.alive:
+                await self.crashed(slot, worker.crashed())
         now = self._clock()
         for slot in [s for s in self._slots.values() if s.expired(now)]:
             await self._unload(slot, "unloaded", f"idle past keep_alive {slot.keep_alive:g}s")
@@ -286,3 +356,8 @@ class ModelPool:
         for slot in self._slots.values():
             slot.close()
         self._slots.clear()
+
+
+def _without_isolation(options: dict[str, Any]) -> dict[str, Any]:
+    """The engine's own options: `isolation` is the runtime's to read, not the engine's."""
+    return {k: v for k, v in options.items() if k != "isolation"}

@@ -34,6 +34,7 @@ class Step(str, Enum):
 LADDERS: dict[ErrorKind, tuple[Step, ...]] = {
     ErrorKind.OUT_OF_MEMORY: (Step.SMALLER_BATCH, Step.LOWER_PRECISION, Step.CPU, Step.NEXT_ENGINE),
     ErrorKind.MODEL_LOAD_FAILED: (Step.NEXT_ENGINE,),
+    ErrorKind.ENGINE_CRASHED: (Step.NEXT_ENGINE,),
     ErrorKind.DEPENDENCY_MISSING: (Step.SKIP_ENGINE,),
     ErrorKind.ENGINE_UNAVAILABLE: (Step.SKIP_ENGINE,),
 }

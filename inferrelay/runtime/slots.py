@@ -22,6 +22,7 @@ from inferrelay.config.schema import ModelSpec
 from inferrelay.engines.base import LoadedModel, utcnow
 from inferrelay.errors import ErrorKind, InferrelayError
 from inferrelay.runtime.memory import MemoryEstimate
+from inferrelay.runtime.workers import describe_worker
 
 T = TypeVar("T")
 _END = object()
@@ -95,6 +96,7 @@ class LoadedSlot:
         self.last_used_at = utcnow()
         self.on_idle: Callable[[LoadedSlot], None] = lambda slot: None
         self.closed = False
+        self.restarts = 0  # worker processes started again for this model and engine after a crash
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{placement.engine}-{spec.name}")
 
     @property
@@ -193,4 +195,5 @@ class LoadedSlot:
             "keep_alive_s": self.keep_alive,
             "keep_alive_deadline": deadline,
             "pinned": self.pinned,
+            "worker": describe_worker(self.model, self.restarts),
         }
