@@ -8,6 +8,7 @@ into a kind, and the server maps a kind to OpenAI's error body.
 from __future__ import annotations
 
 import logging
+import signal
 from collections import Counter
 from dataclasses import dataclass
 from enum import Enum
@@ -137,6 +138,11 @@ class InferrelayError(Exception):
         }
 
 
+class ModelScopedError(InferrelayError):
+    """A failure of one engine for one model (a worker that cannot start on it): the engine stays available for
+    the other models, where the plain kind would mark the whole engine unavailable."""
+
+
 def bad_request(message: str, param: str | None = None) -> InferrelayError:
     return InferrelayError(ErrorKind.BAD_REQUEST, message, param=param)
 
@@ -171,3 +177,23 @@ def classify(exc: BaseException, *, loading: bool = False) -> InferrelayError:
     UNCLASSIFIED[f"{type(exc).__module__}.{type(exc).__qualname__}"] += 1
     log.error("unclassified exception %s", type(exc).__name__, exc_info=exc)
     return InferrelayError(ErrorKind.INTERNAL, f"internal error: {text[:300]}")
+
+
+def death_of(returncode: int | None) -> str:
+    """How a child process ended: 'SIGSEGV (segmentation fault)', 'exit code 3', or an unknown cause."""
+    if returncode is None:
+        return "an unknown cause (its socket closed)"
+    if returncode < 0:
+        description = signal.strsignal(-returncode) or "no description"
+        return f"{signal_name(returncode)} ({description.lower()})"
+    return f"exit code {returncode}"
+
+
+def signal_name(returncode: int | None) -> str:
+    """SIGILL, SIGKILL, ... for a process a signal ended; 'exit' for one that exited."""
+    if returncode is not None and returncode < 0:
+        try:
+            return signal.Signals(-returncode).name
+        except ValueError:
+            return f"signal {-returncode}"
+    return "exit"

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from inferrelay.batch.job import BatchJob
 from inferrelay.batch.manifest import CheckpointRecord
 from inferrelay.batch.work import Chunk, Worker, describe
+from inferrelay.errors import death_of
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +171,7 @@ class ProcessPool:
             pass
         worker.process.join(CLOSE_TIMEOUT_S)
         code = worker.process.exitcode
-        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
-        return WorkerDied(slot, f"worker_died: worker {slot} (pid {worker.process.pid}) {how}")
+        return WorkerDied(slot, f"engine_crashed: worker {slot} (pid {worker.process.pid}) died of {death_of(code)}")
 
     def replace(self, slot: int) -> None:
         old = self._slots[slot]

@@ -9,7 +9,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from inferrelay.engines.base import Engine, ProbeResult, utcnow
-from inferrelay.errors import ErrorKind, InferrelayError
+from inferrelay.errors import ErrorKind, InferrelayError, ModelScopedError
 
 log = logging.getLogger(__name__)
 
@@ -91,5 +91,6 @@ class EngineRegistry:
         if state is None:
             return
         state.last_failure = EngineFailure(error.kind.value, error.message, model)
-        if error.kind in (ErrorKind.DEPENDENCY_MISSING, ErrorKind.ENGINE_UNAVAILABLE) and state.probe.available:
+        engine_wide = error.kind in (ErrorKind.DEPENDENCY_MISSING, ErrorKind.ENGINE_UNAVAILABLE)
+        if engine_wide and state.probe.available and not isinstance(error, ModelScopedError):
             state.probe = ProbeResult(False, f"{error.message}; fix: {error.hint}", error=error)

@@ -13,12 +13,17 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from inferrelay.engines.base import utcnow
 
 
 @dataclass
 class Crash:
     at: float
     message: str
+    when: datetime = field(default_factory=utcnow)
 
 
 @dataclass
@@ -93,3 +98,22 @@ class CrashHistory:
     def _forget_old(self, crashes: deque[Crash]) -> None:
         while crashes and self._clock() - crashes[0].at > self._window_s:
             crashes.popleft()
+
+    def status(self, model: str) -> list[dict[str, Any]]:
+        """Per engine that ever started a worker for `model`: restarts, recent crashes, and whether it may start."""
+        views = []
+        for (name, engine), record in self._records.items():
+            if name != model:
+                continue
+            waiting = self.wait((name, engine))
+            state = "ready" if waiting is None else waiting[1]
+            views.append({
+                "engine": engine,
+                "restarts": max(0, record.starts - 1),
+                "recent_crashes": [
+                    {"at": c.when.isoformat(), "message": c.message} for c in self.recent((name, engine))
+                ],
+                "state": state,
+                "retry_in_s": None if waiting is None or waiting[0] == float("inf") else round(waiting[0], 1),
+            })  # fmt: skip
+        return views

@@ -20,7 +20,7 @@ from inferrelay.config.runtime import RuntimeSettings
 from inferrelay.config.schema import ModelSpec
 from inferrelay.engines.base import Engine, utcnow
 from inferrelay.engines.devices import pick_device, pick_dtype
-from inferrelay.errors import ErrorKind, InferrelayError, classify
+from inferrelay.errors import ErrorKind, InferrelayError, ModelScopedError, classify
 from inferrelay.observe import tracing
 from inferrelay.runtime.crashes import CrashHistory
 from inferrelay.runtime.eviction import choose_victims, holders
@@ -117,7 +117,7 @@ class ModelPool:
         seconds, why = waiting
         model, engine = key
         if seconds == float("inf"):
-            raise InferrelayError(ErrorKind.ENGINE_UNAVAILABLE, f"{engine} cannot run {model} here: {why}")
+            raise ModelScopedError(ErrorKind.ENGINE_UNAVAILABLE, f"{engine} cannot run {model} here: {why}")
         if retry_now:
             return
         kind = ErrorKind.COOLING_DOWN if why.startswith("cooling down") else ErrorKind.ENGINE_CRASHED
@@ -171,9 +171,9 @@ class ModelPool:
         cannot run on this CPU: the engine is unusable for the model. Any other death counts as a crash."""
         self.events.append(Event(utcnow(), key[0], "crashed", f"{key[1]}: {crash.message} (starting)"))
         if crash.signal == "SIGILL":
-            reason = f"its worker died of SIGILL in its smoke run; fix: {crash.hint}"
+            reason = f"its worker died of SIGILL before serving (loading or its smoke run); fix: {crash.hint}"
             self.crashes.mark_unusable(key, reason)
-            return InferrelayError(ErrorKind.ENGINE_UNAVAILABLE, f"{crash.message} in its smoke run", hint=crash.hint)
+            return ModelScopedError(ErrorKind.ENGINE_UNAVAILABLE, f"{crash.message} before serving", hint=crash.hint)
         self.crashes.crashed(key, crash.message)
         return crash
 

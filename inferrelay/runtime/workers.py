@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -32,33 +31,10 @@ from inferrelay.engines.base import (
     Piece,
     TextModel,
 )
-from inferrelay.errors import ErrorKind, InferrelayError
+from inferrelay.errors import ErrorKind, InferrelayError, death_of, signal_name
 from inferrelay.runtime.worker_protocol import Reply, Request, raise_if_error
 
 log = logging.getLogger(__name__)
-
-
-def death_of(returncode: int | None) -> str:
-    """'SIGSEGV (segmentation fault)', 'exit code 3', or 'an unknown cause' for a process that is gone."""
-    if returncode is None:
-        return "an unknown cause (its socket closed)"
-    if returncode < 0:
-        number = -returncode
-        try:
-            name = signal.Signals(number).name
-        except ValueError:
-            name = f"signal {number}"
-        return f"{name} ({(signal.strsignal(number) or 'no description').lower()})"
-    return f"exit code {returncode}"
-
-
-def signal_name(returncode: int | None) -> str:
-    if returncode is not None and returncode < 0:
-        try:
-            return signal.Signals(-returncode).name
-        except ValueError:
-            return f"signal {-returncode}"
-    return "exit"
 
 
 class WorkerProcess:

@@ -86,6 +86,7 @@ def model_view(relay: Relay, spec: ModelSpec, pool: ModelPool) -> dict[str, Any]
         "loaded": [slot.describe(now) for slot in loaded],
         "last_failure": {"kind": failure.kind.value, "message": failure.message} if failure and not loaded else None,
         "events": [e.as_dict() for e in pool.events if e.model == spec.name][-10:],
+        "workers": pool.crashes.status(spec.name),
     }
 
 
