@@ -122,15 +122,20 @@ def config_export_litellm(
 @app.command()
 def engines(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Each engine, whether it can run here, and why not."""
+    from inferrelay.engines.llamacpp_build import engine_build
     from inferrelay.engines.registry import EngineRegistry
 
     rows = EngineRegistry.discover().snapshot()  # discovery probes each engine once
+    for row in rows:
+        row["build"] = engine_build(row["name"]) if row["available"] else None  # e.g. llama.cpp's CPU instructions
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
     for row in rows:
         status = "available" if row["available"] else f"unavailable: {row['error']}"
         typer.echo(f"{row['name']:<10} {','.join(row['capabilities']):<30} {status}")
+        if row["build"]:
+            typer.echo(f"{'':<10} build: {row['build']}")
 
 
 @app.command()

@@ -26,7 +26,10 @@ def render(report: Report) -> str:
         ]
     if report.engines:
         lines += ["", "ENGINE     CAN SERVE  WHY"]
-        lines += [f"{e.engine:<10} {'yes' if e.can_serve else 'no':<10} {e.reason}" for e in report.engines]
+        for e in report.engines:
+            lines.append(f"{e.engine:<10} {'yes' if e.can_serve else 'no':<10} {e.reason}")
+            if e.build:
+                lines.append(f"{'':<21} build: {e.build}")
     if report.memory:
         lines += ["", "DEVICE     ENGINE     NEEDS        FREE NOW     FITS"]
         lines += [

@@ -11,6 +11,7 @@ from inferrelay.doctor.findings import Inspection
 from inferrelay.doctor.inspect import inspect_model
 from inferrelay.engines.base import Capability
 from inferrelay.engines.devices import pick_dtype, visible_gpus
+from inferrelay.engines.llamacpp_build import engine_build
 from inferrelay.engines.registry import EngineRegistry
 from inferrelay.runtime.memory import available_bytes, estimate_memory
 from inferrelay.runtime.placement import facts_for
@@ -23,6 +24,7 @@ class EngineVerdict:
     engine: str
     can_serve: bool
     reason: str
+    build: str | None = None  # how the engine's library was compiled, where that matters (llama.cpp's CPU tier)
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,7 @@ def _verdict(name: str, engines: EngineRegistry, found: Inspection) -> EngineVer
         return EngineVerdict(name, False, f"does not serve {found.capability}")
     if not state.probe.available:
         return EngineVerdict(name, False, state.probe.reason)
-    return EngineVerdict(name, True, "reads this format and runs here")
+    return EngineVerdict(name, True, "reads this format and runs here", engine_build(name))
 
 
 def _alternatives(found: Inspection, candidates: list[ModelSpec]) -> list[Alternative]:
