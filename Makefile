@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8000
 export HF_HUB_OFFLINE := 1
 
-.PHONY: serve test lint bench clean
+.PHONY: serve test lint bench clean FORCE
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,19 +23,25 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_AVX2=
 LLAMA_BUILD_KEY := $(shell printf '%s' '$(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-12)
 LLAMA_WHEEL_DIR := .cache/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-$(LLAMA_BUILD_KEY)
 LLAMA_WHEEL_BUILT := $(LLAMA_WHEEL_DIR)/.built
+LLAMA_INSTALLED := $(VENV)/.llama-cpp-python
 
 # Order-only on the venv: a new .venv reuses the wheel; only new flags or a new version rebuild it (~5 min on 2 cores).
 $(LLAMA_WHEEL_BUILT): | $(BIN)/python
-	@echo "building llama-cpp-python $(LLAMA_CPP_VERSION) (portable AVX2 baseline) into $(LLAMA_WHEEL_DIR)"
+	@echo "building llama-cpp-python $(LLAMA_CPP_VERSION) with CMAKE_ARGS=$(LLAMA_CMAKE_ARGS) into $(LLAMA_WHEEL_DIR)"
 	rm -rf $(LLAMA_WHEEL_DIR)
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip wheel --quiet --no-cache-dir --no-deps \
 		--no-binary llama-cpp-python -w $(LLAMA_WHEEL_DIR) "llama-cpp-python==$(LLAMA_CPP_VERSION)"
 	touch $@
 
+# Which build .venv holds; rewritten (and so newer than the stamp) only when version or flags change, so
+# going back to an older flag set reinstalls its wheel too.
+$(LLAMA_INSTALLED): FORCE | $(BIN)/python
+	@echo '$(LLAMA_CPP_VERSION)-$(LLAMA_BUILD_KEY)' | cmp -s - $@ || echo '$(LLAMA_CPP_VERSION)-$(LLAMA_BUILD_KEY)' > $@
+
 # torch first, pinned, so nothing pulls a CUDA build; then our llama-cpp-python wheel (forced over whatever
 # build is there); then the package with every engine, Ray and the test tools, with llama-cpp-python pinned
 # to the installed wheel's version so pip keeps it and never builds another.
-$(STAMP): $(BIN)/python pyproject.toml $(LLAMA_WHEEL_BUILT)
+$(STAMP): $(BIN)/python pyproject.toml $(LLAMA_WHEEL_BUILT) $(LLAMA_INSTALLED)
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet --no-cache-dir --force-reinstall --no-deps \
 		$(LLAMA_WHEEL_DIR)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
