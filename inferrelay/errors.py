@@ -23,6 +23,8 @@ class KindPolicy:
     error_type: str
     falls_back: bool
     hint: str
+    code: str | None = None
+    """OpenAI's `code` for this kind, where OpenAI's clients look for one; else the kind's own name."""
 
 
 class ErrorKind(str, Enum):
@@ -58,6 +60,7 @@ POLICIES: dict[ErrorKind, KindPolicy] = {
         "invalid_request_error",
         False,
         "Shorten the prompt or lower max_tokens to fit the model's context window.",
+        code="context_length_exceeded",  # OpenAI's; LangChain maps it to ContextOverflowError
     ),
     ErrorKind.MODEL_NOT_FOUND: KindPolicy(
         404, "invalid_request_error", False, "GET /v1/models lists the models served here."
@@ -132,7 +135,7 @@ class InferrelayError(Exception):
                 "message": self.message,
                 "type": self.kind.policy.error_type,
                 "param": self.param,
-                "code": self.kind.value,
+                "code": self.kind.policy.code or self.kind.value,
                 "hint": self.hint,
             }
         }

@@ -174,16 +174,18 @@ def status_error(name: str, status: int, content: bytes, retry_after: str | None
     """An upstream's HTTP error; a 4xx other than auth, not-found and 429 is the caller's mistake."""
     text = content.decode(errors="replace")
     try:
-        detail = json.loads(text).get("error", {}).get("message") or text[:300]
+        error = json.loads(text).get("error", {})
+        detail, code, param = error.get("message") or text[:300], error.get("code"), error.get("param")
     except (ValueError, AttributeError):
-        detail = text[:300]
+        detail, code, param = text[:300], None, None
     message = f"provider {name!r} answered {status}: {detail}"
     if status == 429:
         return InferrelayError(ErrorKind.RATE_LIMITED, message, retry_after=_seconds(retry_after))
     if status in (408, 504):
         return InferrelayError(ErrorKind.TIMEOUT, message)
     if status in (400, 413, 422):
-        return InferrelayError(ErrorKind.BAD_REQUEST, message)
+        kind = ErrorKind.CONTEXT_LENGTH if code == "context_length_exceeded" else ErrorKind.BAD_REQUEST
+        return InferrelayError(kind, message, param=param if isinstance(param, str) else None)
     if status in (502, 503):
         return InferrelayError(ErrorKind.TRANSIENT, message)
     return InferrelayError(ErrorKind.UPSTREAM_ERROR, message)

@@ -122,7 +122,7 @@ def test_body_is_openai_shaped() -> None:
     assert body_error["message"] == "too long"
     assert body_error["type"] == "invalid_request_error"
     assert body_error["param"] == "messages"
-    assert body_error["code"] == "context_length"
+    assert body_error["code"] == "context_length_exceeded", "OpenAI's code, which LangChain and others look for"
     assert body_error["hint"] == ErrorKind.CONTEXT_LENGTH.policy.hint
 
 

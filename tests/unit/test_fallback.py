@@ -125,13 +125,15 @@ def test_all_engines_failing_lists_each(make_client: MakeClient) -> None:
     )
 
 
-@pytest.mark.parametrize("kind", ["bad_request", "context_length"])
+@pytest.mark.parametrize(
+    ("kind", "code"), [("bad_request", "bad_request"), ("context_length", "context_length_exceeded")]
+)
 def test_caller_errors_from_an_engine_do_not_fall_back(
-    make_client: MakeClient, fakes: dict[str, NamedFake], kind: str
+    make_client: MakeClient, fakes: dict[str, NamedFake], kind: str, code: str
 ) -> None:
     client = make_client([spec("m", ["flaky", "fake"], flaky={"fail_kind": kind})], fakes)
     response = ask(client)
-    assert_error(response, 400, kind)
+    assert_error(response, 400, code)
     assert fakes["fake"].loads == 0
     assert "x-inferrelay-attempts" not in response.headers
     assert engines_status(client)["flaky"]["last_failure"] is None
@@ -141,16 +143,18 @@ def test_real_context_overflow_is_400_without_fallback(make_client: MakeClient) 
     engines = {"fake": NamedFake("fake"), "fake2": NamedFake("fake2")}
     client = make_client([spec("m", ["fake", "fake2"], context_length=4)], engines)
     long = {"messages": [{"role": "user", "content": "one two three four five"}]}
-    assert_error(client.post("/v1/chat/completions", json={"model": "m", **long}), 400, "context_length", "messages")
+    assert_error(
+        client.post("/v1/chat/completions", json={"model": "m", **long}), 400, "context_length_exceeded", "messages"
+    )
     response = ask(client, max_tokens=3)  # 2 prompt words + 3 > 4
-    assert_error(response, 400, "context_length", "max_tokens")
+    assert_error(response, 400, "context_length_exceeded", "max_tokens")
     assert engines["fake2"].loads == 0
 
 
 def test_context_overflow_in_a_stream_is_a_plain_400(make_client: MakeClient) -> None:
     client = make_client([spec("m", ["fake"], context_length=2)])
     response = ask(client, stream=True)
-    assert_error(response, 400, "context_length", "messages")
+    assert_error(response, 400, "context_length_exceeded", "messages")
 
 
 def test_unknown_engine_is_skipped_as_unavailable(make_client: MakeClient) -> None:
@@ -253,7 +257,7 @@ def test_caller_error_after_a_failed_attempt_keeps_the_attempts(
 ) -> None:
     client = make_client([spec("m", ["flaky", "fake"], context_length=4, flaky={"fail_kind": "transient"})], fakes)
     response = ask(client, max_tokens=4)  # fits nowhere: 2 prompt words + 4 > 4
-    assert_error(response, 400, "context_length", "max_tokens")
+    assert_error(response, 400, "context_length_exceeded", "max_tokens")
     assert response.headers["x-inferrelay-attempts"] == "local/flaky=transient"
 
 
@@ -347,5 +351,5 @@ def test_missing_library_at_load_marks_the_engine_unavailable(
 def test_embedding_context_error_names_the_callers_index(client: Any) -> None:
     texts = ["a few short words here", "x", "y", " ".join(["word"] * 40)]
     response = client.post("/v1/embeddings", json={"model": "emb", "input": texts})
-    error = assert_error(response, 400, "context_length", "input")
+    error = assert_error(response, 400, "context_length_exceeded", "input")
     assert error["message"].startswith("input[3] has 40 tokens")

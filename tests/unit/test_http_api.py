@@ -148,13 +148,13 @@ def test_embeddings_from_a_chat_model_is_400(client: Any) -> None:
 
 def test_budget_past_the_context_is_400(client: Any) -> None:
     response = client.post("/v1/chat/completions", json=chat_body(max_tokens=62))  # 3 prompt tokens of 64
-    assert_error(response, 400, "context_length", "max_tokens")
+    assert_error(response, 400, "context_length_exceeded", "max_tokens")
     assert client.post("/v1/chat/completions", json=chat_body(max_tokens=61)).status_code == 200
 
 
 def test_embedding_input_past_the_context_is_400(client: Any) -> None:
     response = client.post("/v1/embeddings", json={"model": "emb", "input": ["ok", "w " * 17]})
-    assert_error(response, 400, "context_length", "input")
+    assert_error(response, 400, "context_length_exceeded", "input")
 
 
 def test_unknown_route_and_method_are_not_500(client: Any) -> None:

@@ -157,6 +157,16 @@ def test_upstream_statuses_map_to_kinds(status: int, kind: ErrorKind) -> None:
     assert error.retry_after == (2.0 if status == 429 else None)
 
 
+def test_an_upstream_context_overflow_keeps_its_kind_and_param() -> None:
+    """Another inferrelay, or OpenAI, says context_length_exceeded: the caller gets that code back, not bad_request."""
+    body = {"error": {"message": "too long", "param": "messages", "code": "context_length_exceeded"}}
+    error = status_error("up", 400, json.dumps(body).encode(), None)
+    assert (error.kind, error.param) == (ErrorKind.CONTEXT_LENGTH, "messages")
+    assert error.body()["error"]["code"] == "context_length_exceeded"
+    vllm = {"object": "error", "message": "bad", "type": "BadRequestError", "param": None, "code": 400}
+    assert status_error("up", 400, json.dumps(vllm).encode(), None).kind is ErrorKind.BAD_REQUEST
+
+
 def test_an_error_body_that_is_not_json_is_quoted() -> None:
     error = status_error("up", 502, b"<html>bad gateway</html>", None)
     assert "<html>bad gateway</html>" in error.message
