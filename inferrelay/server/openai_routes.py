@@ -7,8 +7,6 @@ model's engine chain, a remote step forwards the body to its provider.
 from __future__ import annotations
 
 import base64
-import contextlib
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,8 +30,8 @@ from inferrelay.runtime.placement import facts_for
 from inferrelay.runtime.pool import LoadedSlot, ModelPool
 from inferrelay.server.errors import sse_error
 from inferrelay.server.relay import Relay, relay_of
-from inferrelay.server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
-from inferrelay.server.shapes import ResponseShape, sse_event
+from inferrelay.server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, OpenAIRequest
+from inferrelay.server.shapes import ResponseShape, sse_event, usage_in
 
 router = APIRouter()
 
@@ -105,19 +103,22 @@ async def _until_done(events: AsyncIterator[str]) -> AsyncIterator[str]:
 
 async def _route(
     relay: Relay,
-    name: str,
+    body: OpenAIRequest,
     capability: Capability,
     local: Callable[[ModelSpec], Awaitable[Served[Any]]],
     remote: Callable[[RemoteClient, str], Awaitable[Any]],
-    body: dict[str, Any],
 ) -> Served[Any]:
-    steps = relay.resolver.resolve(name, capability)
+    steps = relay.resolver.resolve(body.model, capability)
 
     async def checked_local(spec: ModelSpec) -> Served[Any]:
         relay.check_capability(spec, capability)
+        body.require_text(spec.name)  # images and token ids go to remote providers only
         return await local(spec)
 
-    return await relay.router.serve(name, steps, checked_local, remote, lambda: estimate_tokens(body))
+    def estimate() -> int:
+        return estimate_tokens(body.forwarded())
+
+    return await relay.router.serve(body.model, steps, checked_local, remote, estimate)
 
 
 async def generate(request: Request, body: ChatCompletionRequest | CompletionRequest, capability: Capability) -> Any:
@@ -165,7 +166,7 @@ async def _generate(
             events = _remote_events(upstream.first, upstream.rest, lambda usage: observer.usage(tracked, usage))
             return OpenedStream(events, upstream.aclose)
 
-        served = await _route(relay, body.model, capability, local_stream, remote_stream, forwarded)
+        served = await _route(relay, body, capability, local_stream, remote_stream)
         observer.served(tracked, served)
         served.result.on_close(lambda: observer.finish(tracked))
         return ClosingStreamingResponse(served.result, served_headers(served, tracked))
@@ -180,7 +181,7 @@ async def _generate(
     async def remote(client: RemoteClient, model: str) -> dict[str, Any]:
         return await client.post(path, forwarded, model, body.model)
 
-    served = await _route(relay, body.model, capability, local, remote, forwarded)
+    served = await _route(relay, body, capability, local, remote)
     observer.served(tracked, served)
     observer.usage(tracked, served.result.get("usage"))
     return JSONResponse(served.result, headers=served_headers(served, tracked))
@@ -214,9 +215,8 @@ async def _remote_events(
     """The upstream's events as they come; a usage chunk (stream_options.include_usage) is counted."""
     yield first
     async for event in rest:
-        if '"usage": {' in event:
-            with contextlib.suppress(ValueError, AttributeError):
-                on_usage(json.loads(event.removeprefix("data: "))["usage"])
+        if (usage := usage_in(event)) is not None:
+            on_usage(usage)
         yield event
 
 
@@ -249,11 +249,9 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> JSONResponse:
 
 
 async def _embeddings(relay: Relay, body: EmbeddingRequest) -> Served[dict[str, Any]]:
-    texts = body.texts
-
     async def local(spec: ModelSpec) -> Served[dict[str, Any]]:
         async def run(slot: LoadedSlot) -> dict[str, Any]:
-            result = await embed_within_memory(relay.pool, slot, texts)
+            result = await embed_within_memory(relay.pool, slot, body.texts)
             if body.encoding_format == "base64":
                 data: list[Any] = [base64.b64encode(row.astype("<f4").tobytes()).decode() for row in result.vectors]
             else:
@@ -272,7 +270,7 @@ async def _embeddings(relay: Relay, body: EmbeddingRequest) -> Served[dict[str, 
     async def remote(client: RemoteClient, model: str) -> dict[str, Any]:
         return await client.post("embeddings", forwarded, model, body.model)
 
-    return await _route(relay, body.model, Capability.EMBEDDINGS, local, remote, forwarded)
+    return await _route(relay, body, Capability.EMBEDDINGS, local, remote)
 
 
 async def embed_within_memory(pool: ModelPool, slot: LoadedSlot, texts: list[str]) -> Embeddings:
@@ -302,12 +300,24 @@ async def embed_within_memory(pool: ModelPool, slot: LoadedSlot, texts: list[str
 
 @router.get("/v1/models")
 async def models(request: Request) -> dict[str, Any]:
-    relay = relay_of(request)
+    return {"object": "list", "data": list(_model_entries(relay_of(request)).values())}
+
+
+@router.get("/v1/models/{model_id:path}")
+async def retrieve_model(model_id: str, request: Request) -> dict[str, Any]:
+    """One entry of GET /v1/models (the client's `models.retrieve`); names may hold slashes (`org/model`)."""
+    entry = _model_entries(relay_of(request)).get(model_id)
+    if entry is None:
+        raise InferrelayError(ErrorKind.MODEL_NOT_FOUND, f"The model {model_id!r} does not exist.", param="model")
+    return entry
+
+
+def _model_entries(relay: Relay) -> dict[str, dict[str, Any]]:
     local = {name: spec for name in relay.catalog.names() if (spec := relay.catalog.get(name))}
-    data = []
+    entries = {}
     for name in relay.resolver.exposed():
         entry: dict[str, Any] = {"id": name, "object": "model", "created": 0, "owned_by": "inferrelay"}
         if name in local:
             entry |= {"capabilities": [c.value for c in local[name].capabilities], "engines": local[name].engines}
-        data.append(entry)
-    return {"object": "list", "data": data}
+        entries[name] = entry
+    return entries

@@ -9,6 +9,7 @@ from pydantic_core import PydanticCustomError
 
 from inferrelay.config.units import Duration
 from inferrelay.engines.base import GenerationRequest, Sampling
+from inferrelay.errors import bad_request
 
 UNSUPPORTED = {
     "logprobs": "log probabilities are not returned by inferrelay's local engines",
@@ -37,6 +38,9 @@ class OpenAIRequest(BaseModel):
     def forwarded(self) -> dict[str, Any]:
         """The body as the caller sent it, for a remote provider; inferrelay's own extensions stay here."""
         return self.model_dump(exclude_unset=True, exclude={"keep_alive"})
+
+    def require_text(self, model: str) -> None:
+        """Raise a 400 for what a local model cannot read (images, token ids); remote providers get it as sent."""
 
     @model_validator(mode="before")
     @classmethod
@@ -111,20 +115,43 @@ class GenerationParams(OpenAIRequest):
         )
 
 
-class TextPart(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["text"]
-    text: str
+class ContentPart(BaseModel):
+    """One part of a message: text, or an image, audio or file part, kept as sent for remote providers."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
+    content: str | list[ContentPart]
     name: str | None = None
 
+    @field_validator("content", mode="before")
+    @classmethod
+    def _string_or_parts(cls, content: Any) -> Any:
+        """Say what is wrong with a part, rather than that the content is not a string."""
+        if isinstance(content, str):
+            return content
+        if not isinstance(content, list):
+            raise ValueError("must be a string or a list of content parts")
+        for index, part in enumerate(content):
+            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                raise ValueError(f"part {index} must be an object with a string 'type' (text, image_url, ...)")
+            if part["type"] == "text" and (not isinstance(part.get("text"), str) or set(part) != {"type", "text"}):
+                raise ValueError(f"part {index}: a text part is {{'type': 'text', 'text': a string}}")
+        return content
+
+    def media_part(self) -> tuple[int, str] | None:
+        """The index and type of the first part that is not text."""
+        if isinstance(self.content, str):
+            return None
+        return next(((i, p.type) for i, p in enumerate(self.content) if p.type != "text"), None)
+
     def as_template_message(self) -> dict[str, str]:
-        text = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+        text = self.content if isinstance(self.content, str) else "".join(p.text or "" for p in self.content)
         return {"role": "system" if self.role == "developer" else self.role, "content": text}
 
 
@@ -142,6 +169,17 @@ class ChatCompletionRequest(GenerationParams):
         if value and value.get("type") != "text":
             raise ValueError("only response_format {'type': 'text'} is supported")
         return value
+
+    def require_text(self, model: str) -> None:
+        for index, message in enumerate(self.messages):
+            if (media := message.media_part()) is not None:
+                part, kind = media
+                param = f"messages.{index}.content.{part}"
+                raise bad_request(
+                    f"{param}: model {model!r} takes text only, and this part is {kind!r}. "
+                    "Send text parts only, or route this model to a remote provider that reads them.",
+                    param=param,
+                )
 
     def to_generation(self) -> GenerationRequest:
         return self.generation(messages=[m.as_template_message() for m in self.messages])
@@ -165,21 +203,35 @@ class CompletionRequest(GenerationParams):
         return self.generation(prompt=text)
 
 
+EmbeddingInput = str | list[str] | list[int] | list[list[int]]
+
+TEXT_ONLY_EMBEDDINGS = (
+    "input: model {model!r} embeds text only, and input holds token ids: send strings. "
+    "LangChain's OpenAIEmbeddings sends token ids unless it is built with check_embedding_ctx_length=False."
+)
+
+
 class EmbeddingRequest(OpenAIRequest):
-    input: str | list[str]
+    input: EmbeddingInput
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = None
 
-    @field_validator("input")
+    @field_validator("input", mode="before")
     @classmethod
-    def _non_empty(cls, value: str | list[str]) -> str | list[str]:
-        texts = [value] if isinstance(value, str) else value
-        if not texts:
+    def _texts_or_token_ids(cls, value: Any) -> Any:
+        """OpenAI's four shapes (a string, strings, token ids, lists of token ids), each named when wrong."""
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list):
+            raise ValueError("input must be a string or a list of strings")
+        if not items:
             raise ValueError("input must not be an empty list")
-        if any(not t for t in texts):
-            raise ValueError("input must not contain empty strings")
-        if len(texts) > 2048:
+        if len(items) > 2048:
             raise ValueError("at most 2048 inputs per request")
+        if all(isinstance(t, str) for t in items):
+            if not all(items):
+                raise ValueError("input must not contain empty strings")
+        elif not (_token_ids(items) or all(isinstance(t, list) and t and _token_ids(t) for t in items)):
+            raise ValueError("input must be a string, a list of strings, or token ids (lists of integers)")
         return value
 
     @field_validator("dimensions")
@@ -189,6 +241,15 @@ class EmbeddingRequest(OpenAIRequest):
             raise ValueError("dimensions is not supported: the models here have fixed sizes")
         return value
 
+    def require_text(self, model: str) -> None:
+        if not isinstance(self.input, str) and not isinstance(self.input[0], str):
+            raise bad_request(TEXT_ONLY_EMBEDDINGS.format(model=model), param="input")
+
     @property
     def texts(self) -> list[str]:
-        return [self.input] if isinstance(self.input, str) else list(self.input)
+        """The inputs, once `require_text` has passed."""
+        return [self.input] if isinstance(self.input, str) else [t for t in self.input if isinstance(t, str)]
+
+
+def _token_ids(items: list[Any]) -> bool:
+    return all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in items)

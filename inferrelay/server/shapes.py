@@ -58,3 +58,15 @@ class ResponseShape:
 
 def sse_event(payload: dict[str, Any]) -> str:
     return f"data: {json.dumps(payload)}\n\n"
+
+
+def usage_in(event: str) -> dict[str, Any] | None:
+    """A stream event's `usage` object, however the upstream spaced its JSON; only events naming usage are parsed."""
+    if '"usage"' not in event:
+        return None
+    try:
+        payload = json.loads(event.strip().removeprefix("data:"))
+    except ValueError:
+        return None
+    usage = payload.get("usage") if isinstance(payload, dict) else None
+    return usage if isinstance(usage, dict) else None
