@@ -76,8 +76,9 @@ def embed(
     from inferrelay.batch.job import BatchJob
 
     job = BatchJob(
-        "embed", input, output, model, _home(), config, text_column, id_column, engine, dtype,
-        batch_size, shard_size, checkpoint_every, max_retries,
+        task="embed", input=input, outdir=output, model=model, home=_home(), config=config,
+        text_column=text_column, id_column=id_column, engine=engine, dtype=dtype, batch_size=batch_size,
+        shard_size=shard_size, checkpoint_every=checkpoint_every, max_retries=max_retries,
     )  # fmt: skip
     _run(job, workers, backend, restart, progress, metrics_port)
 
@@ -119,8 +120,10 @@ def generate(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     job = BatchJob(
-        "generate", input, output, model, _home(), config, column, id_column, engine, dtype,
-        batch_size, shard_size, checkpoint_every, max_retries, Generation(max_tokens, temperature, top_p, seed),
+        task="generate", input=input, outdir=output, model=model, home=_home(), config=config,
+        text_column=column, id_column=id_column, engine=engine, dtype=dtype, batch_size=batch_size,
+        shard_size=shard_size, checkpoint_every=checkpoint_every, max_retries=max_retries,
+        generation=Generation(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed),
     )  # fmt: skip
     _run(job, workers, backend, restart, progress, metrics_port)
 

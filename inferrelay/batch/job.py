@@ -9,7 +9,7 @@ from typing import Any, Literal
 Task = Literal["embed", "generate"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Generation:
     """Generation parameters; greedy by default, so a resumed job writes what the first run would have."""
 
@@ -19,8 +19,10 @@ class Generation:
     seed: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BatchJob:
+    """Built by keyword: fourteen fields, several of one type, are too many to keep in order."""
+
     task: Task
     input: Path
     outdir: Path

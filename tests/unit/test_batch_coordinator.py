@@ -56,8 +56,8 @@ def _job(tmp_path: Path, rows: int = 10, max_retries: int = 1) -> BatchJob:
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps({"id": i, "text": "x" * (rows - i)}) + "\n" for i in range(rows)))
     return BatchJob(
-        "embed", source, tmp_path / "out", "m", tmp_path, batch_size=2, shard_size=4, checkpoint_every=1,
-        max_retries=max_retries,
+        task="embed", input=source, outdir=tmp_path / "out", model="m", home=tmp_path, batch_size=2, shard_size=4,
+        checkpoint_every=1, max_retries=max_retries,
     )  # fmt: skip
 
 
