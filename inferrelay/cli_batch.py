@@ -44,7 +44,7 @@ Dtype = Annotated[
     typer.Option(help="Instead of the model's: float32, float16, bfloat16, or int8 (onnx: 1.9x faster embeddings)."),
 ]
 Restart = Annotated[bool, typer.Option(help="Start over even if OUTDIR holds another job.")]
-Config = Annotated[Optional[Path], typer.Option(help="Configuration directory.")]  # noqa: UP045
+Config = Annotated[Optional[Path], typer.Option(help="Configuration directory (or INFERRELAY_CONFIG).")]  # noqa: UP045
 ProgressOption = Annotated[bool, typer.Option(help="A progress bar on a terminal, log lines otherwise.")]
 MetricsPort = Annotated[
     Optional[int],  # noqa: UP045
@@ -76,7 +76,7 @@ def embed(
     from inferrelay.batch.job import BatchJob
 
     job = BatchJob(
-        task="embed", input=input, outdir=output, model=model, home=_home(), config=config,
+        task="embed", input=input, outdir=output, model=model, home=_home(), config=_checked_config(config),
         text_column=text_column, id_column=id_column, engine=engine, dtype=dtype, batch_size=batch_size,
         shard_size=shard_size, checkpoint_every=checkpoint_every, max_retries=max_retries,
     )  # fmt: skip
@@ -120,7 +120,7 @@ def generate(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     job = BatchJob(
-        task="generate", input=input, outdir=output, model=model, home=_home(), config=config,
+        task="generate", input=input, outdir=output, model=model, home=_home(), config=_checked_config(config),
         text_column=column, id_column=id_column, engine=engine, dtype=dtype, batch_size=batch_size,
         shard_size=shard_size, checkpoint_every=checkpoint_every, max_retries=max_retries,
         generation=Generation(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed),
@@ -134,6 +134,15 @@ def _home() -> Path:
     return default_home()
 
 
+def _checked_config(config: Path | None) -> Path | None:
+    """--config or INFERRELAY_CONFIG, checked before any worker starts (a broken one exits 2); the workers read
+    the same directory."""
+    from inferrelay.cli_config import config_dir, load_config
+
+    load_config(config, _home())
+    return config_dir(config)
+
+
 def _run(
     job: BatchJob, workers: int | None, backend: Backend, restart: bool, progress: bool, metrics_port: int | None
 ) -> None:
@@ -143,7 +152,8 @@ def _run(
     from inferrelay.batch.manifest import JobChanged
     from inferrelay.batch.pools import WorkerLoadFailed
     from inferrelay.batch.progress import Progress
-    from inferrelay.config.loading import ConfigError, load_settings
+    from inferrelay.cli_config import config_failed
+    from inferrelay.config.loading import ConfigError
     from inferrelay.errors import InferrelayError
 
     stop = Stop()
@@ -151,11 +161,9 @@ def _run(
     shown = Progress(enabled=progress)
     metrics = _serve_metrics(metrics_port, shown) if metrics_port else None
     try:
-        load_settings(job.config, job.home)  # a broken config is reported before any worker starts
         summary = run_job(job, lambda: _pool(job, workers, backend), restart, stop, shown, metrics)
-    except ConfigError as exc:
-        typer.echo("\n".join(f"config error: {p}" for p in exc.problems), err=True)
-        raise typer.Exit(2) from None
+    except ConfigError as exc:  # a worker's own reading of it
+        config_failed(exc, job.config, from_env=False)
     except JobChanged as exc:
         typer.echo(f"error: {job.outdir} holds a different job: {exc}. Use --restart to start over.", err=True)
         raise typer.Exit(2) from None

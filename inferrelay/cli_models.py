@@ -100,7 +100,9 @@ def register(
     pinned: Annotated[bool, typer.Option(help="Never evicted")] = False,
     config: Annotated[
         Optional[Path],  # noqa: UP045
-        typer.Option(help="Configuration directory whose runtime.model_roots apply (local registry only)."),
+        typer.Option(
+            help="Configuration directory whose runtime.model_roots apply (local registry only; or INFERRELAY_CONFIG)."
+        ),
     ] = None,
     url: Url = None,
 ) -> None:
@@ -115,13 +117,12 @@ def register(
 
 
 def _register_locally(body: dict[str, Any], config: Path | None) -> None:
-    from inferrelay.config.loading import ConfigError, load_settings
-    from inferrelay.config.schema import default_home
+    from inferrelay.cli_config import load_config
     from inferrelay.errors import InferrelayError
     from inferrelay.runtime.registration import registration_spec
 
+    settings = load_config(config)
     try:
-        settings = load_settings(config, default_home())
         registry = _local_registry()
         if settings.model(body["name"]) is not None and registry.get(body["name"]) is None:
             typer.echo(f"error: {body['name']!r} is declared by the configuration; choose another name", err=True)
@@ -129,9 +130,6 @@ def _register_locally(body: dict[str, Any], config: Path | None) -> None:
         spec = registration_spec(body, settings.runtime.roots(settings.home))
         typer.echo(json.dumps(registry.add(spec).as_dict(), indent=2))
         registry.close()
-    except ConfigError as exc:
-        typer.echo("\n".join(f"config error: {p}" for p in exc.problems), err=True)
-        raise typer.Exit(1) from None
     except InferrelayError as exc:
         typer.echo(f"error ({exc.status}): {exc.message}", err=True)
         raise typer.Exit(1) from None

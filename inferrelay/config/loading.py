@@ -67,6 +67,12 @@ def _read(path: Path, problems: list[str]) -> YamlDocument | None:
         return None
     try:
         document = read_yaml(path)
+    except UnicodeDecodeError as exc:
+        problems.append(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})")
+        return None
+    except OSError as exc:
+        problems.append(f"{path}: cannot be read: {exc.strerror or exc}")
+        return None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)

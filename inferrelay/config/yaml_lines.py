@@ -43,6 +43,8 @@ def _index(node: yaml.Node, prefix: KeyPath, lines: dict[KeyPath, int]) -> None:
     lines.setdefault(prefix, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
+            if not isinstance(key, yaml.ScalarNode):  # a list or mapping as a key: safe_load says why it is wrong
+                continue
             path = (*prefix, key.value)
             lines[path] = key.start_mark.line + 1
             _index(value, path, lines)

@@ -62,7 +62,7 @@ def test_config_validate_exit_codes_and_messages(tmp_path: Path) -> None:
     assert "valid" in good.stdout
     (tmp_path / "model-mappings.yaml").write_text("exact_matches:\n  a: {provider: nowhere}\n")
     bad = run("config", "validate", str(tmp_path))
-    assert bad.returncode == 1
+    assert bad.returncode == 2, "a bad configuration exits 2 from every command"
     assert f"{tmp_path}/model-mappings.yaml:2: exact_matches.a.provider: unknown provider" in bad.stderr
     assert "Traceback" not in bad.stderr
 

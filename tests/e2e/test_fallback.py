@@ -128,6 +128,6 @@ def test_a_broken_config_is_refused_with_file_and_key(tmp_path: Path) -> None:
         text=True,
         timeout=60,
     )
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert "model-mappings.yaml:5: models.mine.engines" in done.stderr
     assert "Traceback" not in done.stderr
