@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
@@ -60,14 +60,41 @@ class Sampling:
 
 
 @dataclass(frozen=True)
+class Constraint:
+    """What the output must be, enforced token by token (constrained decoding): a JSON schema, any JSON object,
+    or a Lark grammar (llguidance's dialect). Engines that can enforce it say so with Feature.CONSTRAINT."""
+
+    kind: Literal["json_schema", "json_object", "lark"]
+    value: Any = None  # the schema (a dict) for json_schema, the grammar text for lark, None for json_object
+
+
+class Feature(str, Enum):
+    """What a request may need beyond plain text; each engine declares which it honours (Engine.honours)."""
+
+    CONSTRAINT = "constraint"  # constrained decoding: response_format, and tool calls built on it
+    TOOLS = "tools"  # the chat template renders tool definitions and tool messages
+    LOGPROBS = "logprobs"
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
     """A chat (messages) or completion (prompt) request, already validated."""
 
-    messages: list[dict[str, str]] | None = None
+    messages: list[dict[str, Any]] | None = None
     prompt: str | None = None
     max_tokens: int | None = None
     stop: tuple[str, ...] = ()
     sampling: Sampling = Sampling()
+    constraint: Constraint | None = None
+    tools: list[dict[str, Any]] | None = None  # OpenAI function tools, for the chat template to render
+
+    def needs(self) -> frozenset[Feature]:
+        wanted = set()
+        if self.constraint is not None:
+            wanted.add(Feature.CONSTRAINT)
+        if self.tools:
+            wanted.add(Feature.TOOLS)
+        return frozenset(wanted)
 
 
 @dataclass
@@ -162,6 +189,8 @@ class Engine(abc.ABC):
     capabilities: ClassVar[frozenset[Capability]]
     reads: ClassVar[frozenset[str]] = frozenset()
     """The source formats it loads (gguf, hf_folder, sentence_transformers, onnx): what the doctor matches."""
+    honours: ClassVar[frozenset[Feature]] = frozenset()
+    """What it can do beyond plain text; a request that needs more skips it (attempt kind `unsupported`)."""
     isolation: ClassVar[str] = "process"
     """"process": each loaded model runs in a supervised worker process (runtime/workers.py); "in_process": in
     the server's own process, for engines with no native code to crash (a model can ask either way)."""
