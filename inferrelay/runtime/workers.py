@@ -178,7 +178,13 @@ class WorkerDecoder(WorkerModel, TextModel):
             ended = False
             try:
                 while True:
-                    reply = worker.receive()
+                    try:
+                        reply = worker.receive()
+                    except WorkerCrashed:
+                        raise
+                    except InferrelayError:  # the worker's stream failed: its error reply was its last word
+                        ended = True
+                        raise
                     if reply[0] == "end":
                         ended = True
                         return

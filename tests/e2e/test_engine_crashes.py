@@ -177,3 +177,22 @@ def test_sigkill_to_the_llama_cpp_worker_mid_request_is_answered_by_onnx(start_s
     crash = workers_of(view)["llamacpp"]["recent_crashes"][0]
     assert f"(pid {worker}) died of SIGKILL (killed)" in crash["message"]
     assert all(s["engine"] != "llamacpp" for s in view["loaded"]), "the dead worker's memory left the accounting"
+
+
+def test_a_worker_stream_that_fails_before_its_first_piece_leaves_the_model_usable(
+    start_server: Any, test_home: Path
+) -> None:
+    """An error (not a death) in a worker's stream is its last word: the next request finds a clean socket."""
+    mappings = (
+        "models:\n  failing:\n    source: fake\n    capabilities: [chat]\n    engines: [fake]\n"
+        "    engine_options:\n"
+        "      fake: {fail_kind: context_length, fail_on: request, fail_rate: 0.5, isolation: process}\n"
+    )
+    server = start_with(start_server, test_home, mappings)
+    body = {"model": "failing", "messages": [{"role": "user", "content": "alpha beta"}], "stream": True}
+    statuses = []
+    for _ in range(6):
+        response = httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=30)
+        statuses.append(response.status_code)
+    assert set(statuses) == {200, 400}, statuses  # seeded draws: some fail, and the worker serves on after each
+    alive(server)
