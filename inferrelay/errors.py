@@ -43,6 +43,7 @@ class ErrorKind(str, Enum):
     RATE_LIMITED = "rate_limited"
     UPSTREAM_ERROR = "upstream_error"
     ENGINE_CRASHED = "engine_crashed"
+    UNSUPPORTED = "unsupported"
     ALL_BACKENDS_FAILED = "all_backends_failed"
     INTERNAL = "internal"
 
@@ -98,6 +99,13 @@ POLICIES: dict[ErrorKind, KindPolicy] = {
         "server_error",
         True,
         "The engine's worker process died (the message names the signal); the next request restarts it.",
+    ),
+    ErrorKind.UNSUPPORTED: KindPolicy(
+        400,
+        "invalid_request_error",
+        True,
+        "No step of this model's route can honour the parameter named; drop it, or route the model to a step "
+        "that can (a remote provider receives the request as sent).",
     ),
     ErrorKind.ALL_BACKENDS_FAILED: KindPolicy(
         503, "server_error", False, "Every engine of the chain failed; each reason is listed."

@@ -40,6 +40,13 @@ class RemoteProvider(Strict):
     max_retries: int = Field(default=2, ge=0)
     cooldown_s: float = Field(default=30.0, ge=0)
     models: list[str] = Field(default_factory=list, description="model names served there; empty: any")
+    drop_fields: list[str] = Field(
+        default_factory=list, description="request fields removed before a request goes there (it would refuse them)"
+    )
+    refuse_fields: list[str] = Field(
+        default_factory=list,
+        description="request fields this provider cannot honour: a request with one skips it (attempt `unsupported`)",
+    )
 
     @field_validator("base_url")
     @classmethod

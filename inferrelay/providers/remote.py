@@ -57,6 +57,11 @@ class RemoteClient:
         )
         self._session: aiohttp.ClientSession | None = None
 
+    def _kept(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The body without the fields this provider's configuration drops (drop_fields)."""
+        dropped = self.config.drop_fields
+        return {k: v for k, v in body.items() if k not in dropped} if dropped else body
+
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
@@ -74,7 +79,7 @@ class RemoteClient:
         return url
 
     async def post(self, path: str, body: dict[str, Any], model: str, requested: str) -> dict[str, Any]:
-        data = json.dumps({**body, "model": model})
+        data = json.dumps({**self._kept(body), "model": model})
         try:
             async with self._http().post(
                 self._url(path), data=data, headers=tracing.inject(upstream_headers(JSON))
@@ -94,7 +99,7 @@ class RemoteClient:
         return payload
 
     async def stream(self, path: str, body: dict[str, Any], model: str, requested: str) -> UpstreamStream:
-        data = json.dumps({**body, "model": model})
+        data = json.dumps({**self._kept(body), "model": model})
         try:
             response = await self._http().post(
                 self._url(path), data=data, headers=tracing.inject(upstream_headers(JSON))

@@ -11,6 +11,7 @@ from inferrelay.engines.base import Capability, Engine
 from inferrelay.engines.registry import EngineRegistry
 from inferrelay.errors import ErrorKind, InferrelayError, classify
 from inferrelay.observe import tracing
+from inferrelay.routing.needs import NOTHING, Needs
 from inferrelay.runtime.pool import LoadedSlot, ModelPool, RememberedLoadFailure
 from inferrelay.runtime.remediation import Remedy, Step, ladder, lower_precision, record, recording
 
@@ -24,6 +25,7 @@ class Attempt:
     reason: str
     hint: str
     retry_after: float | None = None
+    param: str | None = None
 
     def describe(self) -> str:
         return f"{self.backend}: {self.kind.value}: {self.reason} (hint: {self.hint})"
@@ -75,12 +77,14 @@ class FallbackChain:
         capability: Capability,
         action: Callable[[LoadedSlot], Awaitable[T]],
         keep_alive: float | None = None,
+        needs: Needs = NOTHING,
     ) -> Served[T]:
-        """Walk `spec`'s engines; `keep_alive` (from the request) replaces the serving model's.
+        """Walk `spec`'s engines; `keep_alive` (from the request) replaces the serving model's; an engine that
+        cannot honour `needs` is skipped as `unsupported`.
 
         Each failure climbs its remediation ladder (runtime/remediation.py) before the next engine is tried.
         """
-        return await remedied(self._walk(spec, capability, action, keep_alive))
+        return await remedied(self._walk(spec, capability, action, keep_alive, needs))
 
     async def _walk(
         self,
@@ -88,11 +92,13 @@ class FallbackChain:
         capability: Capability,
         action: Callable[[LoadedSlot], Awaitable[T]],
         keep_alive: float | None,
+        needs: Needs,
     ) -> Served[T]:
         attempts: list[Attempt] = []
         remembered: dict[str, float] = {}  # engines skipped on a recent load failure, and when
         for name in spec.engines:
-            outcome = await self._attempt(name, spec, capability, action, attempts, keep_alive, retry_now=False)
+            attempt = (name, spec, capability, action, attempts, keep_alive, needs)
+            outcome = await self._attempt(*attempt, retry_now=False)
             if isinstance(outcome, Served):
                 return outcome
             if isinstance(outcome, RememberedLoadFailure):
@@ -100,10 +106,10 @@ class FallbackChain:
         if remembered:
             # Everything is cooling down: the least recently failed engine is still tried.
             name = min(remembered, key=remembered.__getitem__)
-            outcome = await self._attempt(name, spec, capability, action, attempts, keep_alive, retry_now=True)
+            outcome = await self._attempt(name, spec, capability, action, attempts, keep_alive, needs, retry_now=True)
             if isinstance(outcome, Served):
                 return outcome
-        raise ChainFailed(_all_failed(spec, attempts), attempts)
+        raise ChainFailed(chain_failure(f"model {spec.name!r}", "engine", attempts), attempts)
 
     async def _attempt(
         self,
@@ -113,6 +119,7 @@ class FallbackChain:
         action: Callable[[LoadedSlot], Awaitable[T]],
         attempts: list[Attempt],
         keep_alive: float | None,
+        needs: Needs,
         *,
         retry_now: bool,
     ) -> Served[T] | InferrelayError:
@@ -121,6 +128,9 @@ class FallbackChain:
         with tracing.span("attempt", **{"inferrelay.backend": backend, "inferrelay.model": spec.name}) as span:
             try:
                 engine = self._usable_engine(name, capability)
+                gap = needs.local_gap(name, engine.honours)
+                if gap is not None:
+                    raise gap
                 slot = await self._load(spec, engine, backend, retry_now, keep_alive)
                 while True:
                     try:
@@ -138,9 +148,9 @@ class FallbackChain:
                 self._next_engine(spec, backend, error)
                 if not error.kind.policy.falls_back:
                     raise ChainFailed(error, attempts) from exc
-                if not isinstance(error, RememberedLoadFailure):
+                if not isinstance(error, RememberedLoadFailure) and error.kind is not ErrorKind.UNSUPPORTED:
                     self._registry.record_failure(name, spec.name, error)
-                attempts.append(Attempt(backend, error.kind, error.message, error.hint))
+                attempts.append(Attempt(backend, error.kind, error.message, error.hint, param=error.param))
                 if not self._settings.fallback:
                     raise ChainFailed(error, attempts) from exc
                 return error
@@ -203,9 +213,14 @@ class FallbackChain:
         return state.engine
 
 
-def _all_failed(spec: ModelSpec, attempts: list[Attempt]) -> InferrelayError:
+def chain_failure(subject: str, noun: str, attempts: list[Attempt]) -> InferrelayError:
+    """The end of a walk with no answer: `unsupported` (a 400) when no step could honour the request, naming the
+    parameter and every step; else every step failed (a 503), each reason listed."""
     lines = "; ".join(a.describe() for a in attempts)
-    return InferrelayError(
-        ErrorKind.ALL_BACKENDS_FAILED,
-        f"every engine for model {spec.name!r} failed: {lines}",
-    )
+    if attempts and all(a.kind is ErrorKind.UNSUPPORTED for a in attempts):
+        return InferrelayError(
+            ErrorKind.UNSUPPORTED,
+            f"no {noun} for {subject} can honour this request: {lines}",
+            param=attempts[0].param,
+        )
+    return InferrelayError(ErrorKind.ALL_BACKENDS_FAILED, f"every {noun} for {subject} failed: {lines}")

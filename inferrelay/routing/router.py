@@ -19,7 +19,8 @@ from inferrelay.errors import ErrorKind, InferrelayError, classify
 from inferrelay.observe import tracing
 from inferrelay.providers.remote import RemoteClient
 from inferrelay.routing.cooldown import CooldownTracker
-from inferrelay.routing.fallback import Attempt, ChainFailed, Served, remedied
+from inferrelay.routing.fallback import Attempt, ChainFailed, Served, chain_failure, remedied
+from inferrelay.routing.needs import NOTHING, Needs
 from inferrelay.routing.ratelimit import RateLimiter
 from inferrelay.routing.resolve import Step
 from inferrelay.routing.stats import DeploymentBook
@@ -65,12 +66,14 @@ class StepRouter:
         local: LocalAction[T],
         remote: RemoteAction[T],
         estimate: Callable[[], int] = lambda: 0,
+        needs: Needs = NOTHING,
     ) -> Served[T]:
-        """Walk `steps`; `estimate` gives the request's size in tokens, asked only where a tpm limit applies.
+        """Walk `steps`; `estimate` gives the request's size in tokens, asked only where a tpm limit applies;
+        a remote step whose configuration refuses one of `needs` is skipped as `unsupported`.
 
         The remediation steps taken anywhere in the walk go with the answer, or with the failure.
         """
-        return await remedied(self._walk(requested, steps, local, remote, estimate))
+        return await remedied(self._walk(requested, steps, local, remote, estimate, needs))
 
     async def _walk(
         self,
@@ -79,15 +82,18 @@ class StepRouter:
         local: LocalAction[T],
         remote: RemoteAction[T],
         estimate: Callable[[], int],
+        needs: Needs,
     ) -> Served[T]:
         attempts: list[Attempt] = []
         skipped: list[Step] = []
         for step in steps:
-            skip = self._skip_reason(step) or self._over_limit(step, estimate)
+            skip = self._refused(step, needs) or self._skip_reason(step) or self._over_limit(step, estimate)
             if skip is not None:
                 outcome: Served[T] | InferrelayError = skip
-                attempts.append(Attempt(step.provider, skip.kind, skip.message, skip.hint, skip.retry_after))
-                if skip.kind is not ErrorKind.RATE_LIMITED:  # a limit holds even as a last resort
+                attempts.append(
+                    Attempt(step.provider, skip.kind, skip.message, skip.hint, skip.retry_after, skip.param)
+                )
+                if skip.kind not in (ErrorKind.RATE_LIMITED, ErrorKind.UNSUPPORTED):  # those hold as a last resort
                     skipped.append(step)
             else:
                 outcome = await self._try(step, local, remote, attempts)
@@ -100,14 +106,17 @@ class StepRouter:
             outcome = await self._try(step, local, remote, attempts)
             if isinstance(outcome, Served):
                 return outcome
-        lines = "; ".join(a.describe() for a in attempts)
         limited = [a for a in attempts if a.kind is ErrorKind.RATE_LIMITED]
         if limited and len(limited) == len(attempts):
             wait = min(a.retry_after or 1.0 for a in limited)
-            message = f"rate limit reached for model {requested!r}: {lines}"
+            message = f"rate limit reached for model {requested!r}: {'; '.join(a.describe() for a in attempts)}"
             raise ChainFailed(InferrelayError(ErrorKind.RATE_LIMITED, message, retry_after=wait), attempts)
-        message = f"every backend for model {requested!r} failed: {lines}"
-        raise ChainFailed(InferrelayError(ErrorKind.ALL_BACKENDS_FAILED, message), attempts)
+        raise ChainFailed(chain_failure(f"model {requested!r}", "backend", attempts), attempts)
+
+    def _refused(self, step: Step, needs: Needs) -> InferrelayError | None:
+        if step.provider == LOCAL:
+            return None
+        return needs.remote_gap(step.provider, self.clients[step.provider].config.refuse_fields)
 
     def _skip_reason(self, step: Step) -> InferrelayError | None:
         """Why a remote step is passed over now: its circuit is open, or it failed its health check."""
@@ -178,7 +187,7 @@ class StepRouter:
             except InferrelayError as error:
                 if not error.kind.policy.falls_back:
                     raise ChainFailed(error, attempts) from error
-                attempts.append(Attempt(step.provider, error.kind, error.message, error.hint))
+                attempts.append(Attempt(step.provider, error.kind, error.message, error.hint, param=error.param))
                 return error
             return Served(served.result, served.backend, [*attempts, *served.attempts])
         try:

@@ -118,7 +118,7 @@ async def _route(
     def estimate() -> int:
         return estimate_tokens(body.forwarded())
 
-    return await relay.router.serve(body.model, steps, checked_local, remote, estimate)
+    return await relay.router.serve(body.model, steps, checked_local, remote, estimate, body.needs())
 
 
 async def generate(request: Request, body: ChatCompletionRequest | CompletionRequest, capability: Capability) -> Any:
@@ -159,7 +159,7 @@ async def _generate(
                 events = _local_events(shape, first, pieces, body.include_usage, last_piece)
                 return OpenedStream(events, pieces.aclose)
 
-            return await relay.chain.serve(spec, capability, open_stream, body.keep_alive)
+            return await relay.chain.serve(spec, capability, open_stream, body.keep_alive, body.needs())
 
         async def remote_stream(client: RemoteClient, model: str) -> OpenedStream:
             upstream = await client.stream(path, forwarded, model, body.model)
@@ -176,7 +176,7 @@ async def _generate(
             model: TextModel = _as(slot.model, TextModel)
             return shape.whole(await slot.call(lambda: model.generate(generation)))
 
-        return await relay.chain.serve(spec, capability, run, body.keep_alive)
+        return await relay.chain.serve(spec, capability, run, body.keep_alive, body.needs())
 
     async def remote(client: RemoteClient, model: str) -> dict[str, Any]:
         return await client.post(path, forwarded, model, body.model)
@@ -263,7 +263,7 @@ async def _embeddings(relay: Relay, body: EmbeddingRequest) -> Served[dict[str, 
                 "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
             }
 
-        return await relay.chain.serve(spec, Capability.EMBEDDINGS, run, body.keep_alive)
+        return await relay.chain.serve(spec, Capability.EMBEDDINGS, run, body.keep_alive, body.needs())
 
     forwarded = body.forwarded()
 

@@ -1,32 +1,35 @@
-"""OpenAI request bodies, validated strictly: what the engines cannot honour is a 400, not silence."""
+"""OpenAI request bodies, validated strictly; what a request asks beyond plain text is computed once (`needs`), so
+the walk can skip the steps that cannot honour it (routing/needs.py)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from inferrelay.config.units import Duration
-from inferrelay.engines.base import GenerationRequest, Sampling
-from inferrelay.errors import bad_request
+from inferrelay.engines.base import Constraint, Feature, GenerationRequest, Sampling
+from inferrelay.errors import ErrorKind, InferrelayError
+from inferrelay.routing.needs import Need, Needs
 
-UNSUPPORTED = {
-    "logprobs": "log probabilities are not returned by inferrelay's local engines",
-    "top_logprobs": "log probabilities are not returned by inferrelay's local engines",
-    "tools": "tool calling is not supported by inferrelay's local engines",
-    "tool_choice": "tool calling is not supported by inferrelay's local engines",
-    "functions": "function calling is not supported by inferrelay's local engines",
-    "function_call": "function calling is not supported by inferrelay's local engines",
-    "logit_bias": "logit_bias is not supported by inferrelay's local engines",
-    "echo": "echo is not supported by inferrelay's local engines",
-    "best_of": "best_of is not supported by inferrelay's local engines",
-    "suffix": "suffix is not supported by inferrelay's local engines",
+NO_LOCAL_ENGINE = {
+    "functions": "legacy function calling: send tools instead",
+    "function_call": "legacy function calling: send tool_choice instead",
+    "logit_bias": "logit biases",
+    "echo": "the prompt echoed back",
+    "best_of": "best of several completions",
+    "suffix": "a suffix after the completion",
+    "presence_penalty": "a presence penalty",
+    "frequency_penalty": "a frequency penalty",
 }
+"""Parameters no local engine honours: a request with one goes to the remote steps that receive it as sent."""
 
 
 class OpenAIRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="allow")  # unknown fields go to remote providers as sent; no engine knows them
 
     model: str = Field(min_length=1)
     user: str | None = None
@@ -37,10 +40,17 @@ class OpenAIRequest(BaseModel):
 
     def forwarded(self) -> dict[str, Any]:
         """The body as the caller sent it, for a remote provider; inferrelay's own extensions stay here."""
-        return self.model_dump(exclude_unset=True, exclude={"keep_alive"})
+        return self.model_dump(exclude_unset=True, exclude={"keep_alive"}, by_alias=True)
 
     def require_text(self, model: str) -> None:
-        """Raise a 400 for what a local model cannot read (images, token ids); remote providers get it as sent."""
+        """Refuse, as `unsupported`, what a local model cannot read (images, token ids): the walk goes on to the
+        remote steps, which get the request as sent, and answers 400 when none is left."""
+
+    def needs(self) -> Needs:
+        """What this request asks beyond plain text, and what a local engine must honour for it."""
+        wanted = [Need(p, what, None) for p, what in NO_LOCAL_ENGINE.items() if getattr(self, p, None)]
+        unknown = [Need(p, "a parameter inferrelay's engines do not know", None) for p in self.model_extra or {}]
+        return Needs((*wanted, *unknown))
 
     @model_validator(mode="before")
     @classmethod
@@ -50,12 +60,6 @@ class OpenAIRequest(BaseModel):
             return {key: value for key, value in data.items() if value is not None}
         return data
 
-    @field_validator(*UNSUPPORTED, check_fields=False)
-    @classmethod
-    def _refuse_unsupported(cls, value: Any, info: ValidationInfo) -> Any:
-        if value:
-            raise ValueError(f"unsupported parameter: {UNSUPPORTED[str(info.field_name)]}")
-        return value
 
 
 class GenerationParams(OpenAIRequest):
@@ -63,29 +67,30 @@ class GenerationParams(OpenAIRequest):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float = Field(default=1.0, ge=0, le=2)
     top_p: float = Field(default=1.0, gt=0, le=1)
-    n: int = Field(default=1, ge=1)
+    n: int = Field(default=1, ge=1, le=128)
     stop: str | list[str] | None = None
     seed: int | None = Field(default=None, ge=-(2**63), lt=2**63)
     stream: bool = False
     stream_options: dict[str, bool] | None = None
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
-    logprobs: Any = None
-    top_logprobs: Any = None
-    logit_bias: Any = None
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    logit_bias: dict[str, float] | None = None
 
-    @field_validator("n")
-    @classmethod
-    def _one_choice(cls, n: int) -> int:
-        if n != 1:
-            raise ValueError("only n=1 is supported: local engines produce one choice per request")
-        return n
+    def needs(self) -> Needs:
+        wanted = list(super().needs().items)
+        if self.logprobs or self.top_logprobs:
+            wanted.append(Need("logprobs", "log probabilities", frozenset({Feature.LOGPROBS})))
+        if self.n > 1:
+            wanted.append(Need("n", "several choices", None))
+        return Needs(tuple(wanted))
 
     @field_validator("presence_penalty", "frequency_penalty")
     @classmethod
-    def _no_penalty(cls, value: float) -> float:
-        if value != 0:
-            raise ValueError("presence and frequency penalties are not supported by every engine of a chain")
+    def _penalty_range(cls, value: float) -> float:
+        if not -2 <= value <= 2:
+            raise ValueError("must be between -2 and 2")
         return value
 
     @field_validator("stop")
@@ -115,6 +120,35 @@ class GenerationParams(OpenAIRequest):
         )
 
 
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(min_length=1, max_length=64)
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None
+    description: str | None = None
+
+
+class ResponseFormat(BaseModel):
+    """OpenAI's response_format: text, any JSON object, or JSON that validates against a schema."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_with_its_type(self) -> ResponseFormat:
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise PydanticCustomError("response_format", "json_schema goes with type 'json_schema', and only there")
+        return self
+
+    def constraint(self) -> Constraint | None:
+        if self.type == "json_object":
+            return Constraint("json_object")
+        if self.json_schema is not None:
+            return Constraint("json_schema", self.json_schema.schema_)
+        return None
+
+
 class ContentPart(BaseModel):
     """One part of a message: text, or an image, audio or file part, kept as sent for remote providers."""
 
@@ -125,14 +159,35 @@ class ContentPart(BaseModel):
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[ContentPart]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    tool_calls: list[dict[str, Any]] | None = None  # an assistant's earlier calls, sent back with their results
+    tool_call_id: str | None = Field(default=None, validate_default=True)  # a tool message: the call it answers
+    content: str | list[ContentPart] | None = Field(default=None, validate_default=True)
     name: str | None = None
+    refusal: str | None = None
+
+    @field_validator("tool_calls")
+    @classmethod
+    def _calls_are_the_assistants(cls, calls: list[dict[str, Any]] | None, info: ValidationInfo) -> Any:
+        if calls is not None and info.data.get("role") != "assistant":
+            raise ValueError("tool_calls belong to an assistant message")
+        return calls
+
+    @field_validator("tool_call_id")
+    @classmethod
+    def _tool_results_name_their_call(cls, call_id: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("role") == "tool" and not call_id:
+            raise ValueError("a tool message needs the tool_call_id of the call it answers")
+        return call_id
 
     @field_validator("content", mode="before")
     @classmethod
-    def _string_or_parts(cls, content: Any) -> Any:
+    def _string_or_parts(cls, content: Any, info: ValidationInfo) -> Any:
         """Say what is wrong with a part, rather than that the content is not a string."""
+        if content is None:
+            if info.data.get("role") == "assistant" and info.data.get("tool_calls"):
+                return content
+            raise ValueError("Field required (an assistant message may send tool_calls instead)")
         if isinstance(content, str):
             return content
         if not isinstance(content, list):
@@ -146,43 +201,64 @@ class ChatMessage(BaseModel):
 
     def media_part(self) -> tuple[int, str] | None:
         """The index and type of the first part that is not text."""
-        if isinstance(self.content, str):
+        if self.content is None or isinstance(self.content, str):
             return None
         return next(((i, p.type) for i, p in enumerate(self.content) if p.type != "text"), None)
 
-    def as_template_message(self) -> dict[str, str]:
-        text = self.content if isinstance(self.content, str) else "".join(p.text or "" for p in self.content)
-        return {"role": "system" if self.role == "developer" else self.role, "content": text}
+    def as_template_message(self) -> dict[str, Any]:
+        """The message as chat templates read it: text content, the developer role as system, tool calls kept."""
+        content = self.content or ""
+        text = content if isinstance(content, str) else "".join(p.text or "" for p in content)
+        message: dict[str, Any] = {"role": "system" if self.role == "developer" else self.role, "content": text}
+        if self.tool_calls:
+            message["tool_calls"] = [_template_call(call) for call in self.tool_calls]
+        if self.tool_call_id:
+            message["tool_call_id"] = self.tool_call_id
+        return message
+
+
+def _template_call(call: dict[str, Any]) -> dict[str, Any]:
+    """Templates (transformers' and llama.cpp's) expect the arguments as an object, OpenAI sends a JSON string."""
+    function = dict(call.get("function") or {})
+    arguments = function.get("arguments")
+    if isinstance(arguments, str):
+        with contextlib.suppress(ValueError):  # not JSON: the template gets the text as sent
+            function["arguments"] = json.loads(arguments)
+    return {**call, "function": function}
 
 
 class ChatCompletionRequest(GenerationParams):
     messages: list[ChatMessage] = Field(min_length=1)
-    tools: Any = None
-    tool_choice: Any = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
     functions: Any = None
     function_call: Any = None
-    response_format: dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
 
-    @field_validator("response_format")
-    @classmethod
-    def _text_only(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value and value.get("type") != "text":
-            raise ValueError("only response_format {'type': 'text'} is supported")
-        return value
+    def needs(self) -> Needs:
+        wanted = list(super().needs().items)
+        if self.tools:
+            wanted.append(Need("tools", "function tools", frozenset({Feature.TOOLS, Feature.CONSTRAINT})))
+        if self.response_format is not None and self.response_format.type != "text":
+            wanted.append(Need("response_format", self.response_format.type, frozenset({Feature.CONSTRAINT})))
+        return Needs(tuple(wanted))
 
     def require_text(self, model: str) -> None:
         for index, message in enumerate(self.messages):
             if (media := message.media_part()) is not None:
                 part, kind = media
                 param = f"messages.{index}.content.{part}"
-                raise bad_request(
+                raise InferrelayError(
+                    ErrorKind.UNSUPPORTED,
                     f"{param}: model {model!r} takes text only, and this part is {kind!r}. "
                     "Send text parts only, or route this model to a remote provider that reads them.",
                     param=param,
                 )
 
     def to_generation(self) -> GenerationRequest:
-        return self.generation(messages=[m.as_template_message() for m in self.messages])
+        constraint = self.response_format.constraint() if self.response_format else None
+        return self.generation(messages=[m.as_template_message() for m in self.messages], constraint=constraint)
 
 
 class CompletionRequest(GenerationParams):
@@ -243,7 +319,7 @@ class EmbeddingRequest(OpenAIRequest):
 
     def require_text(self, model: str) -> None:
         if not isinstance(self.input, str) and not isinstance(self.input[0], str):
-            raise bad_request(TEXT_ONLY_EMBEDDINGS.format(model=model), param="input")
+            raise InferrelayError(ErrorKind.UNSUPPORTED, TEXT_ONLY_EMBEDDINGS.format(model=model), param="input")
 
     @property
     def texts(self) -> list[str]:

@@ -5,9 +5,12 @@ Nothing here loads a real model; every engine is `FakeEngine` or a subclass of i
 
 from __future__ import annotations
 
+import json
 import os
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -134,3 +137,53 @@ def client(make_client: MakeClient) -> TestClient:
             spec("emb", ["fake"], EMBED, context_length=16, fake={"dimensions": 8}),
         ]
     )
+
+
+class Upstream(ThreadingHTTPServer):
+    """A real HTTP server on 127.0.0.1 that answers every POST with an OpenAI shape and keeps the bodies."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Recorder)
+        self.bodies: list[dict[str, Any]] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    server: Upstream
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        self.server.bodies.append(body)
+        if self.path.endswith("/embeddings"):
+            answer: dict[str, Any] = {
+                "object": "list",
+                "data": [{"object": "embedding", "index": 0, "embedding": [1.0]}],
+            }
+        else:
+            message = {"role": "assistant", "content": "a picture"}
+            answer = {
+                "object": "chat.completion",
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            }
+        data = json.dumps(answer | {"model": body["model"]}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def upstream() -> Iterator[Upstream]:
+    server = Upstream()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()

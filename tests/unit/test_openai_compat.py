@@ -4,10 +4,7 @@ image inputs (refused by local models, passed as sent to remote providers), and 
 from __future__ import annotations
 
 import asyncio
-import json
-import threading
-from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -18,60 +15,10 @@ from inferrelay.config.providers import RemoteProvider
 from inferrelay.server.openai_routes import _remote_events
 from inferrelay.server.schemas import ChatCompletionRequest, EmbeddingRequest
 from inferrelay.server.shapes import usage_in
-from tests.unit.conftest import EMBED, MakeClient, assert_error, spec
+from tests.unit.conftest import EMBED, MakeClient, Upstream, assert_error, spec
 
 IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"}}
 WITH_IMAGE = [{"role": "user", "content": [{"type": "text", "text": "What is this?"}, IMAGE]}]
-
-
-class Upstream(ThreadingHTTPServer):
-    """A real HTTP server on 127.0.0.1 that answers every POST with an OpenAI shape and keeps the bodies."""
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Recorder)
-        self.bodies: list[dict[str, Any]] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"
-
-
-class _Recorder(BaseHTTPRequestHandler):
-    server: Upstream
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-        self.server.bodies.append(body)
-        if self.path.endswith("/embeddings"):
-            answer: dict[str, Any] = {
-                "object": "list",
-                "data": [{"object": "embedding", "index": 0, "embedding": [1.0]}],
-            }
-        else:
-            message = {"role": "assistant", "content": "a picture"}
-            answer = {
-                "object": "chat.completion",
-                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-            }
-        data = json.dumps(answer | {"model": body["model"]}).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def upstream() -> Iterator[Upstream]:
-    server = Upstream()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
 
 
 def routed(make_client: MakeClient, upstream_url: str) -> TestClient:
@@ -133,7 +80,7 @@ def test_context_overflow_is_openais_code_and_the_kind_stays_context_length(make
 @pytest.mark.parametrize("ids", [[1, 2, 3], [[1, 2], [3]]])
 def test_token_ids_are_refused_by_a_local_model_with_the_langchain_fix(client: TestClient, ids: Any) -> None:
     error = assert_error(
-        client.post("/v1/embeddings", json={"model": "emb", "input": ids}), 400, "bad_request", "input"
+        client.post("/v1/embeddings", json={"model": "emb", "input": ids}), 400, "unsupported", "input"
     )
     assert "embeds text only" in error["message"]
     assert "check_embedding_ctx_length=False" in error["message"]
@@ -151,11 +98,11 @@ def test_token_ids_go_to_a_remote_provider_as_sent(make_client: MakeClient, upst
 
 def test_an_image_part_is_refused_by_a_local_model_naming_the_part(client: TestClient) -> None:
     body = {"model": "chat", "messages": [{"role": "system", "content": "Be brief."}, *WITH_IMAGE]}
-    error = assert_error(client.post("/v1/chat/completions", json=body), 400, "bad_request", "messages.1.content.1")
-    assert error["message"].startswith("messages.1.content.1: model 'chat' takes text only")
+    error = assert_error(client.post("/v1/chat/completions", json=body), 400, "unsupported", "messages.1.content.1")
+    assert "messages.1.content.1: model 'chat' takes text only" in error["message"]
     assert "'image_url'" in error["message"]
     streamed = client.post("/v1/chat/completions", json=body | {"stream": True})
-    assert_error(streamed, 400, "bad_request", "messages.1.content.1")
+    assert_error(streamed, 400, "unsupported", "messages.1.content.1")
 
 
 def test_an_image_part_goes_to_a_remote_provider_as_sent(make_client: MakeClient, upstream: Upstream) -> None:
