@@ -30,6 +30,7 @@ from inferrelay.runtime.placement import facts_for
 from inferrelay.runtime.pool import LoadedSlot, ModelPool
 from inferrelay.server.errors import sse_error
 from inferrelay.server.relay import Relay, relay_of
+from inferrelay.server.responses import ResponsesRequest, ResponseWriter
 from inferrelay.server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, OpenAIRequest
 from inferrelay.server.shapes import ResponseShape, sse_event, usage_in
 
@@ -81,8 +82,9 @@ class OpenedStream:
 class ClosingStreamingResponse(StreamingResponse):
     """Stops the producer however the response ends, client disconnects included."""
 
-    def __init__(self, opened: OpenedStream, headers: dict[str, str]) -> None:
-        super().__init__(_until_done(opened.events), media_type="text/event-stream", headers=headers)
+    def __init__(self, opened: OpenedStream, headers: dict[str, str], done_marker: bool = True) -> None:
+        events = _until_done(opened.events) if done_marker else opened.events
+        super().__init__(events, media_type="text/event-stream", headers=headers)
         self._close = opened.close
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -121,13 +123,29 @@ async def _route(
     return await relay.router.serve(body.model, steps, checked_local, remote, estimate, body.needs())
 
 
-async def generate(request: Request, body: ChatCompletionRequest | CompletionRequest, capability: Capability) -> Any:
+@dataclass(frozen=True)
+class Reshape:
+    """How another API (the Responses API) rewrites a chat answer: the whole body, and the stream's events."""
+
+    whole: Callable[[dict[str, Any]], dict[str, Any]] = lambda body: body
+    stream: Callable[[AsyncIterator[str]], AsyncIterator[str]] | None = None
+
+
+CHAT_AS_IS = Reshape()
+
+
+async def generate(
+    request: Request,
+    body: ChatCompletionRequest | CompletionRequest,
+    capability: Capability,
+    reshape: Reshape = CHAT_AS_IS,
+) -> Any:
     relay = relay_of(request)
     observer = relay.observer
     tracked = observer.begin(body.model, capability.value, body.stream, request.headers.get(REQUEST_ID))
     try:
         with tracing.within(tracked.span):
-            response = await _generate(relay, body, capability, tracked)
+            response = await _generate(relay, body, capability, tracked, reshape)
     except Exception as exc:
         observer.failed(tracked, classify(exc))
         observer.finish(tracked)
@@ -138,7 +156,11 @@ async def generate(request: Request, body: ChatCompletionRequest | CompletionReq
 
 
 async def _generate(
-    relay: Relay, body: ChatCompletionRequest | CompletionRequest, capability: Capability, tracked: Tracked
+    relay: Relay,
+    body: ChatCompletionRequest | CompletionRequest,
+    capability: Capability,
+    tracked: Tracked,
+    reshape: Reshape,
 ) -> Any:
     observer = relay.observer
     generation = body.to_generation()
@@ -169,6 +191,9 @@ async def _generate(
         served = await _route(relay, body, capability, local_stream, remote_stream)
         observer.served(tracked, served)
         served.result.on_close(lambda: observer.finish(tracked))
+        if reshape.stream is not None:
+            served.result.events = reshape.stream(served.result.events)
+            return ClosingStreamingResponse(served.result, served_headers(served, tracked), done_marker=False)
         return ClosingStreamingResponse(served.result, served_headers(served, tracked))
 
     async def local(spec: ModelSpec) -> Served[dict[str, Any]]:
@@ -184,7 +209,7 @@ async def _generate(
     served = await _route(relay, body, capability, local, remote)
     observer.served(tracked, served)
     observer.usage(tracked, served.result.get("usage"))
-    return JSONResponse(served.result, headers=served_headers(served, tracked))
+    return JSONResponse(reshape.whole(served.result), headers=served_headers(served, tracked))
 
 
 async def _local_events(
@@ -228,6 +253,14 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
 @router.post("/v1/completions")
 async def completions(body: CompletionRequest, request: Request) -> Any:
     return await generate(request, body, Capability.COMPLETION)
+
+
+@router.post("/v1/responses")
+async def responses(body: ResponsesRequest, request: Request) -> Any:
+    """The Responses API, stateless, on the chat path (server/responses.py)."""
+    writer = ResponseWriter(body)
+    reshape = Reshape(writer.whole, writer.stream if body.stream else None)
+    return await generate(request, body.to_chat(), Capability.CHAT, reshape)
 
 
 @router.post("/v1/embeddings")
