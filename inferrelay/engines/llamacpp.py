@@ -74,6 +74,7 @@ class LlamaTextModel(TokenTextModel):
         self.context_length = spec.context_length
         self._template = llm.metadata.get("tokenizer.chat_template")
         self._is_eog = _eog_check(llm)
+        self._clear_kv_cache = _kv_cache_clearer(llm)
 
     def encode(self, request: GenerationRequest) -> list[int]:
         if request.messages is not None:
@@ -92,6 +93,7 @@ class LlamaTextModel(TokenTextModel):
         # Without a seed each request draws afresh; llama.cpp would otherwise reuse its last seed.
         seed = sampling.seed_within(32)
         self._llm.set_seed(seed if seed is not None else random.randrange(2**32))
+        self._start_from_scratch()
         tokens = self._llm.generate(
             ids,
             temp=sampling.temperature,
@@ -106,6 +108,16 @@ class LlamaTextModel(TokenTextModel):
             yield token
             if produced >= max_new:
                 return
+
+    def _start_from_scratch(self) -> None:
+        """Forget the previous request's tokens and KV cache, so the whole prompt is evaluated anew.
+
+        llama-cpp-python would keep the longest prefix shared with the previous prompt and evaluate only the
+        rest, in a batch of another size (one token for a repeated prompt), which changes the arithmetic: a
+        repeated greedy request could get another answer than its first. docs/engines.md has the cost.
+        """
+        self._llm.reset()  # n_tokens = 0: `generate` finds no prefix to reuse
+        self._clear_kv_cache()  # every cell free, the next one used the first, as in a new context
 
     def detokenize(self, ids: list[int]) -> str:
         return self._llm.detokenize(ids).decode("utf-8", errors="replace")
@@ -139,3 +151,11 @@ def _eog_check(llm: Any) -> Any:
 
     vocab = llm._model.vocab
     return lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token))
+
+
+def _kv_cache_clearer(llm: Any) -> Any:
+    """Frees every KV cell (the metadata only: a freed cell's stale values are masked out, never read)."""
+    import llama_cpp
+
+    memory = llama_cpp.llama_get_memory(llm.ctx)
+    return lambda: llama_cpp.llama_memory_clear(memory, False)
