@@ -24,6 +24,7 @@ from inferrelay.providers.remote import RemoteClient
 from inferrelay.routing.batching import EMBED_BATCH, embed_sorted
 from inferrelay.routing.fallback import Served, attempts_header
 from inferrelay.routing.ratelimit import estimate_tokens
+from inferrelay.routing.tools import ToolPlan, plan_tools
 from inferrelay.runtime import remediation
 from inferrelay.runtime.memory import encoder_activations
 from inferrelay.runtime.placement import facts_for
@@ -164,6 +165,9 @@ async def _generate(
 ) -> Any:
     observer = relay.observer
     generation = body.to_generation()
+    plan = None
+    if isinstance(body, ChatCompletionRequest) and body.tools:
+        generation, plan = plan_tools(generation, body.tools, body.tool_choice)
     shape = ResponseShape(body.model, chat=capability is Capability.CHAT)
     forwarded = body.forwarded()
     path = PATHS[capability]
@@ -178,7 +182,10 @@ async def _generate(
                 model: TextModel = _as(slot.model, TextModel)
                 pieces = slot.stream(lambda: model.stream(generation))
                 first = await anext(pieces)  # a failure before the first piece falls back
-                events = _local_events(shape, first, pieces, body.include_usage, last_piece)
+                if plan is not None and plan.functions:
+                    events = _local_call_events(shape, plan, first, pieces, body.include_usage, last_piece)
+                else:
+                    events = _local_events(shape, first, pieces, body.include_usage, last_piece)
                 return OpenedStream(events, pieces.aclose)
 
             return await relay.chain.serve(spec, capability, open_stream, body.keep_alive, body.needs())
@@ -199,7 +206,9 @@ async def _generate(
     async def local(spec: ModelSpec) -> Served[dict[str, Any]]:
         async def run(slot: LoadedSlot) -> dict[str, Any]:
             model: TextModel = _as(slot.model, TextModel)
-            return shape.whole(await slot.call(lambda: model.generate(generation)))
+            piece = await slot.call(lambda: model.generate(generation))
+            calls = plan.read(piece.text) if plan is not None else []
+            return shape.whole(piece, [c.as_openai() for c in calls])
 
         return await relay.chain.serve(spec, capability, run, body.keep_alive, body.needs())
 
@@ -232,6 +241,33 @@ async def _local_events(
                 yield sse_event(shape.usage_chunk(piece))
             return
         piece = await anext(rest)
+
+
+async def _local_call_events(
+    shape: ResponseShape,
+    plan: ToolPlan,
+    first: Piece,
+    rest: AsyncIterator[Piece],
+    include_usage: bool,
+    on_last: Callable[[Piece], None],
+) -> AsyncIterator[str]:
+    """With tools, the answer is read whole before it is sent: as tool_calls deltas when it is a call, else as
+    text. (A call cannot be told from text token by token.)"""
+    texts, piece = [first.text], first
+    while not piece.finish_reason:
+        piece = await anext(rest)
+        texts.append(piece.text)
+    on_last(piece)
+    text = "".join(texts)
+    calls = [c.as_openai() for c in plan.read(text)]
+    yield sse_event(shape.chunk(None, role=True))
+    if calls:
+        yield sse_event(shape.calls_chunk(calls))
+    elif text:
+        yield sse_event(shape.chunk(text))
+    yield sse_event(shape.chunk(None, finish="tool_calls" if calls else piece.finish_reason))
+    if include_usage:
+        yield sse_event(shape.usage_chunk(piece))
 
 
 async def _remote_events(

@@ -238,8 +238,8 @@ class ChatCompletionRequest(GenerationParams):
 
     def needs(self) -> Needs:
         wanted = list(super().needs().items)
-        if self.tools:
-            wanted.append(Need("tools", "function tools", frozenset({Feature.TOOLS, Feature.CONSTRAINT})))
+        if self.tools and self.tool_choice not in (None, "auto", "none"):
+            wanted.append(Need("tools", "a required tool call", frozenset({Feature.CONSTRAINT})))
         if self.response_format is not None and self.response_format.type != "text":
             wanted.append(Need("response_format", self.response_format.type, frozenset({Feature.CONSTRAINT})))
         return Needs(tuple(wanted))

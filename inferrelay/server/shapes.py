@@ -31,7 +31,11 @@ class ResponseShape:
             "total_tokens": total,
         }
 
-    def whole(self, piece: Piece) -> dict[str, Any]:
+    def whole(self, piece: Piece, calls: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        if calls:
+            message = {"role": "assistant", "content": None, "tool_calls": calls}
+            choice = {"index": 0, "message": message, "finish_reason": "tool_calls"}
+            return self._envelope("chat.completion", [choice]) | {"usage": self.usage(piece)}
         if self.chat:
             choice = {"index": 0, "message": {"role": "assistant", "content": piece.text}}
         else:
@@ -50,6 +54,12 @@ class ResponseShape:
         return self._envelope(
             "text_completion", [{"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}]
         )
+
+    def calls_chunk(self, calls: list[dict[str, Any]]) -> dict[str, Any]:
+        """The calls as one delta each, in OpenAI's streamed shape (index, id, type, name and arguments)."""
+        deltas = [{"index": i, **call} for i, call in enumerate(calls)]
+        choice = {"index": 0, "delta": {"tool_calls": deltas}, "finish_reason": None}
+        return self._envelope("chat.completion.chunk", [choice])
 
     def usage_chunk(self, piece: Piece) -> dict[str, Any]:
         obj = "chat.completion.chunk" if self.chat else "text_completion"

@@ -87,7 +87,7 @@ def test_bad_chat_requests_name_the_field(client: Any, body: dict[str, Any], par
     ("extra", "param"),
     [
         ({"n": 2}, "n"),
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "required"}, "tools"),
         ({"logprobs": True}, "logprobs"),
         ({"top_logprobs": 2}, "logprobs"),
         ({"logit_bias": {"1": 5}}, "logit_bias"),

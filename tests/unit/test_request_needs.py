@@ -75,7 +75,7 @@ def test_a_provider_that_refuses_a_field_is_skipped_and_the_400_names_both_steps
     make_client: MakeClient, upstream: Upstream
 ) -> None:
     client = mixed(make_client, upstream.url, refuse_fields=["tools"])
-    error = assert_error(ask(client, tools=TOOLS), 400, "unsupported", "tools")
+    error = assert_error(ask(client, tools=TOOLS, tool_choice="required"), 400, "unsupported", "tools")
     assert "local/fake cannot honour tools" in error["message"]
     assert "provider 'up' refuses tools" in error["message"]
     assert upstream.bodies == []
@@ -83,7 +83,7 @@ def test_a_provider_that_refuses_a_field_is_skipped_and_the_400_names_both_steps
 
 def test_a_provider_drops_the_fields_it_is_told_to(make_client: MakeClient, upstream: Upstream) -> None:
     client = mixed(make_client, upstream.url, drop_fields=["parallel_tool_calls", "seed"])
-    response = ask(client, tools=TOOLS, parallel_tool_calls=True, seed=3)
+    response = ask(client, tools=TOOLS, tool_choice="required", parallel_tool_calls=True, seed=3)
     assert response.status_code == 200
     assert "parallel_tool_calls" not in upstream.bodies[0]
     assert "seed" not in upstream.bodies[0]
@@ -99,6 +99,25 @@ def test_a_tool_round_trip_history_is_valid_and_reaches_the_provider(
         {"role": "assistant", "content": None, "tool_calls": [call]},
         {"role": "tool", "tool_call_id": "call_1", "content": '{"celsius": 21}'},
     ]
-    response = ask(mixed(make_client, upstream.url), tools=TOOLS, messages=messages)
+    response = ask(mixed(make_client, upstream.url), tools=TOOLS, tool_choice="required", messages=messages)
     assert response.status_code == 200, response.text
     assert upstream.bodies[0]["messages"] == messages
+
+
+def test_tools_with_tool_choice_auto_are_served_locally_and_text_stays_text(
+    make_client: MakeClient, upstream: Upstream
+) -> None:
+    """The fake engine echoes: no call in its output, so the answer is its text, finish_reason stop."""
+    response = ask(mixed(make_client, upstream.url), tools=TOOLS)
+    assert response.headers["x-inferrelay-backend"] == "local/fake"
+    choice = response.json()["choices"][0]
+    assert choice["finish_reason"] == "stop"
+    assert choice["message"]["content"].startswith("echo:")
+    assert upstream.bodies == []
+
+
+def test_a_malformed_tool_or_choice_is_a_400_naming_it(make_client: MakeClient, upstream: Upstream) -> None:
+    client = mixed(make_client, upstream.url)
+    assert_error(ask(client, tools=[{"type": "function"}]), 400, "bad_request", "tools")
+    named = {"type": "function", "function": {"name": "nope"}}
+    assert_error(ask(client, tools=TOOLS, tool_choice=named), 400, "bad_request", "tool_choice")
