@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from inferrelay.capabilities import Capability
 from inferrelay.config.schema import ModelSpec
-from inferrelay.engines.base import Capability
 
 SMOLLM2 = ModelSpec(
     name="smollm2-135m-instruct",

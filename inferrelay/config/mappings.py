@@ -7,9 +7,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from inferrelay.capabilities import Capability
 from inferrelay.config.runtime import RuntimeSettings
 from inferrelay.config.strict import Strict
-from inferrelay.engines.base import Capability
 
 
 class Target(Strict):

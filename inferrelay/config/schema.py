@@ -8,12 +8,12 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
+from inferrelay.capabilities import Capability
 from inferrelay.config.mappings import MappingsFile
 from inferrelay.config.providers import LocalProvider, Provider
 from inferrelay.config.runtime import RuntimeSettings
 from inferrelay.config.strict import Strict
 from inferrelay.config.units import Duration
-from inferrelay.engines.base import Capability
 
 LOCAL_ONLY: dict[str, Provider] = {"local": LocalProvider(type="local")}
 """The providers when providers.yaml names none: inferrelay's own engines."""

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
+from inferrelay.capabilities import Capability
 from inferrelay.engines.decoding import IncrementalDetokenizer, StopScanner, plan_max_tokens
 
 if TYPE_CHECKING:
@@ -24,12 +25,6 @@ if TYPE_CHECKING:
 
     from inferrelay.config.schema import ModelSpec
     from inferrelay.errors import InferrelayError
-
-
-class Capability(str, Enum):
-    CHAT = "chat"
-    COMPLETION = "completion"
-    EMBEDDINGS = "embeddings"
 
 
 def utcnow() -> datetime:
