@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 if TYPE_CHECKING:
-    from inferrelay.batch.coordinator import Summary
     from inferrelay.batch.job import BatchJob
     from inferrelay.batch.pools import Pool
     from inferrelay.batch.progress import Progress
+    from inferrelay.batch.summary import Summary
     from inferrelay.observe.metrics import Metrics
 
 batch_app = typer.Typer(help="Batch jobs that survive crashes and resume where they stopped.", no_args_is_help=True)

@@ -15,7 +15,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import FrameType
 
 import numpy as np
@@ -27,22 +27,11 @@ from inferrelay.batch.job import BatchJob
 from inferrelay.batch.manifest import Manifest, ShardState, check_compatible
 from inferrelay.batch.pools import ChunkDone, Pool, WorkerDied
 from inferrelay.batch.progress import Progress
+from inferrelay.batch.summary import Summary
 from inferrelay.batch.work import Chunk, input_length
 from inferrelay.observe.metrics import Metrics
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Summary:
-    rows: int = 0
-    rows_computed: int = 0
-    checkpoints_dropped: int = 0
-    seconds: float = 0.0
-    retries: int = 0
-    workers_died: int = 0
-    failed: list[str] = field(default_factory=list)
-    stopped: bool = False
 
 
 class Stop:

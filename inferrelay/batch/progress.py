@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from inferrelay.batch.manifest import Manifest
 
 if TYPE_CHECKING:
-    from inferrelay.batch.coordinator import Summary
+    from inferrelay.batch.summary import Summary
 
 log = logging.getLogger("inferrelay.batch")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,6 +31,7 @@ from inferrelay.runtime.slots import LoadedSlot, Placement
 from inferrelay.runtime.workers import WorkerCrashed, WorkerModel, start_worker
 
 log = logging.getLogger(__name__)
+EVENTS_KEPT = 1000
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ class ModelPool:
             runtime.crash_window, runtime.crash_limit, runtime.crash_cooldown, runtime.crash_backoff, clock=clock
         )
         self.loads = 0
-        self.events: list[Event] = []
+        self.events: deque[Event] = deque(maxlen=EVENTS_KEPT)  # bounded: the newest are what an operator reads
 
     async def slot(
         self, spec: ModelSpec, engine: Engine, *, retry_now: bool = False, keep_alive: float | None = None
