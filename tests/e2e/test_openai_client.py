@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from tests.conftest import FRANCE
+from tests.references import llama_cpp_chat, llama_cpp_completion
 
 pytestmark = pytest.mark.slow
 
@@ -42,9 +43,14 @@ def test_chat_answers_with_real_usage_and_backend_headers(client: openai.OpenAI)
     answer = raw.parse()
     assert raw.headers["x-inferrelay-backend"] == "local/llamacpp"
     assert raw.headers["x-inferrelay-attempts"] == ""
-    assert "Paris" in (answer.choices[0].message.content or "")
-    assert answer.choices[0].finish_reason == "stop"
+    expected = llama_cpp_chat(FRANCE, 40)
+    assert answer.choices[0].message.content == expected.text, "llama-cpp-python's own greedy answer"
+    assert answer.choices[0].finish_reason == expected.finish_reason
     assert answer.usage is not None
+    assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (
+        expected.prompt_tokens,
+        expected.completion_tokens,
+    )
     assert answer.usage.prompt_tokens > 10
     assert answer.usage.total_tokens == answer.usage.prompt_tokens + answer.usage.completion_tokens
 
@@ -55,9 +61,10 @@ def test_chat_streams_server_sent_events(client: openai.OpenAI) -> None:
     )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert "Paris" in text
+    expected = llama_cpp_chat(FRANCE, 40)
+    assert text == expected.text
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
-    assert finishes == ["stop"]
+    assert finishes == [expected.finish_reason]
     whole = client.chat.completions.create(model=CHAT, messages=FRANCE, temperature=0, max_tokens=40)
     assert text == whole.choices[0].message.content, "streamed or not, greedy gives one answer"
     assert chunks[-1].usage is not None
@@ -76,9 +83,11 @@ def test_raw_stream_ends_with_done(server: Any) -> None:
 
 def test_completion(client: openai.OpenAI) -> None:
     answer = client.completions.create(model=CHAT, prompt="The capital of France is", max_tokens=5, temperature=0)
-    assert "Paris" in answer.choices[0].text
+    expected = llama_cpp_completion("The capital of France is", 5)
+    assert answer.choices[0].text == expected.text, "llama-cpp-python's own greedy completion"
+    assert answer.choices[0].finish_reason == expected.finish_reason
     assert answer.usage is not None
-    assert answer.usage.completion_tokens <= 5
+    assert answer.usage.completion_tokens == expected.completion_tokens <= 5
 
 
 def test_embeddings_float_and_base64(client: openai.OpenAI, server: Any) -> None:
