@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from inferrelay.errors import ErrorKind
+from inferrelay.kinds import ErrorKind
 
 DOCTOR = "inferrelay doctor PATH says which file is wrong and how"
 
