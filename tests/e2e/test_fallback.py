@@ -15,6 +15,7 @@ from inferrelay.config.sources import resolve_source
 from inferrelay.engines.onnx_export import ENCODER_VERSION
 from inferrelay.engines.registry import EngineRegistry
 from tests.conftest import FRANCE
+from tests.references import onnx_genai_chat
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +33,9 @@ def test_missing_llama_cpp_falls_back_to_onnx(start_server: Any, test_home: Path
     )
     assert raw.headers["x-inferrelay-backend"] == "local/onnx"
     assert raw.headers["x-inferrelay-attempts"] == "local/llamacpp=dependency_missing"
-    assert "Paris" in (raw.parse().choices[0].message.content or "")
+    expected = onnx_genai_chat(test_home, FRANCE, 30)  # onnxruntime-genai's own answer on the export it served
+    assert raw.parse().choices[0].message.content == expected.text
+    assert raw.parse().choices[0].finish_reason == expected.finish_reason
 
     status = httpx.get(f"{server.url}/api/v1/engines/llamacpp").json()
     assert status["available"] is False
@@ -54,7 +57,7 @@ def test_streaming_falls_back_before_the_first_token(start_server: Any, test_hom
     ) as response:
         assert response.headers["x-inferrelay-backend"] == "local/onnx"
         text = "".join(c.choices[0].delta.content or "" for c in response.parse() if c.choices)
-    assert "Paris" in text
+    assert text == onnx_genai_chat(test_home, FRANCE, 30).text
 
 
 def test_corrupt_onnx_export_falls_back_to_torch(start_server: Any, test_home: Path, tmp_path: Path) -> None:
