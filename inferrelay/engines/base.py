@@ -144,6 +144,17 @@ class TokenTextModel(TextModel):
     def generate_ids(self, ids: list[int], max_new: int, sampling: Sampling) -> Iterator[int]:
         """New token ids, ending early (without yielding it) at an end-of-generation token."""
 
+    def generate_constrained(
+        self, ids: list[int], max_new: int, sampling: Sampling, constraint: Constraint
+    ) -> Iterator[int]:
+        """`generate_ids` keeping to `constraint`, ending when it is complete: engines that honour
+        Feature.CONSTRAINT override it; routing sends a constrained request to no other."""
+        from inferrelay.errors import ErrorKind, InferrelayError
+
+        raise InferrelayError(
+            ErrorKind.UNSUPPORTED, f"{self.engine_name} cannot constrain its output", param="response_format"
+        )
+
     @abc.abstractmethod
     def detokenize(self, ids: list[int]) -> str: ...
 
@@ -155,7 +166,11 @@ class TokenTextModel(TextModel):
         stops = StopScanner(request.stop)
         count = 0
         stopped = False
-        for token in self.generate_ids(ids, max_new, request.sampling):
+        if request.constraint is None:
+            tokens = self.generate_ids(ids, max_new, request.sampling)
+        else:
+            tokens = self.generate_constrained(ids, max_new, request.sampling, request.constraint)
+        for token in tokens:
             count += 1
             piece, stopped = stops.feed(text.push(token))
             if piece:
