@@ -22,9 +22,11 @@ from inferrelay.config.sources import ModelSource, resolve_source
 from inferrelay.engines.artifacts import cached_artifact
 from inferrelay.engines.base import (
     Capability,
+    Constraint,
     EmbeddingModel,
     Embeddings,
     Engine,
+    Feature,
     GenerationRequest,
     LoadedModel,
     ProbeResult,
@@ -32,11 +34,12 @@ from inferrelay.engines.base import (
     TokenTextModel,
 )
 from inferrelay.engines.chat_template import template_errors
+from inferrelay.engines.constrained import PARAM, genai_guidance
 from inferrelay.engines.decoding import check_input_lengths
 from inferrelay.engines.devices import choose_device
 from inferrelay.engines.onnx_export import DECODER_PRECISION, ENCODER_VERSION
 from inferrelay.engines.optional import probe_imports, require
-from inferrelay.errors import ErrorKind, InferrelayError, dependency_missing
+from inferrelay.errors import ErrorKind, InferrelayError, bad_request, dependency_missing
 
 RUNTIME = ("onnxruntime", "'inferrelay[onnx]'  (onnxruntime)")
 GENAI = ("onnxruntime_genai", "'inferrelay[onnx]'  (onnxruntime-genai)")
@@ -48,6 +51,7 @@ class OnnxEngine(Engine):
     name = "onnx"
     capabilities = frozenset({Capability.CHAT, Capability.COMPLETION, Capability.EMBEDDINGS})
     reads = frozenset({"gguf", "hf_folder", "sentence_transformers", "onnx"})
+    honours = frozenset({Feature.CONSTRAINT})
 
     def probe(self) -> ProbeResult:
         return probe_imports(RUNTIME, GENAI, TOKENIZERS)
@@ -161,7 +165,14 @@ class GenAIDecoder(TokenTextModel):
             text = request.prompt or ""
         return [int(t) for t in self._tokenizer.encode(text)]
 
-    def generate_ids(self, ids: list[int], max_new: int, sampling: Sampling) -> Iterator[int]:
+    def generate_constrained(
+        self, ids: list[int], max_new: int, sampling: Sampling, constraint: Constraint | None
+    ) -> Iterator[int]:
+        return self.generate_ids(ids, max_new, sampling, constraint)
+
+    def generate_ids(
+        self, ids: list[int], max_new: int, sampling: Sampling, constraint: Constraint | None = None
+    ) -> Iterator[int]:
         params = self._og.GeneratorParams(self._model)
         options: dict[str, Any] = {"max_length": len(ids) + max_new, "do_sample": not sampling.greedy}
         if not sampling.greedy:
@@ -169,7 +180,7 @@ class GenAIDecoder(TokenTextModel):
         if sampling.seed is not None:
             options["random_seed"] = sampling.seed_within(31)
         params.set_search_options(**options)
-        generator = self._og.Generator(self._model, params)
+        generator = self._generator(params, constraint)
         generator.append_tokens(ids)
         while not generator.is_done():
             generator.generate_next_token()
@@ -177,6 +188,20 @@ class GenAIDecoder(TokenTextModel):
             if token in self._eos:
                 return
             yield token
+
+    def _generator(self, params: Any, constraint: Constraint | None) -> Any:
+        """genai's generator, with its own llguidance masking each step and ending at the grammar's end."""
+        if constraint is None:
+            return self._og.Generator(self._model, params)
+        if not hasattr(params, "set_guidance"):
+            raise dependency_missing("onnxruntime_genai", "'onnxruntime-genai>=0.18'", "this one has no set_guidance")
+        params.set_guidance(*genai_guidance(constraint))
+        try:
+            return self._og.Generator(self._model, params)
+        except RuntimeError as exc:  # checked by llguidance already; genai's own copy may still disagree
+            if "grammar" not in str(exc).lower():
+                raise
+            raise bad_request(f"the constraint cannot be enforced: {exc}", PARAM) from exc
 
     def detokenize(self, ids: list[int]) -> str:
         return str(self._tokenizer.decode(np.asarray(ids, dtype=np.int32)))

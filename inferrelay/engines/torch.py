@@ -14,9 +14,11 @@ from inferrelay.config.schema import ModelSpec
 from inferrelay.config.sources import ModelSource, resolve_source
 from inferrelay.engines.base import (
     Capability,
+    Constraint,
     EmbeddingModel,
     Embeddings,
     Engine,
+    Feature,
     GenerationRequest,
     LoadedModel,
     ProbeResult,
@@ -24,6 +26,7 @@ from inferrelay.engines.base import (
     TokenTextModel,
 )
 from inferrelay.engines.chat_template import template_errors
+from inferrelay.engines.constrained import GuideMaker, hf_tokenizer
 from inferrelay.engines.decoding import check_input_lengths
 from inferrelay.engines.devices import choose_device, pick_dtype
 from inferrelay.engines.optional import probe_imports, require
@@ -41,6 +44,7 @@ class TorchEngine(Engine):
     name = "torch"
     capabilities = frozenset({Capability.CHAT, Capability.COMPLETION, Capability.EMBEDDINGS})
     reads = frozenset({"gguf", "hf_folder", "sentence_transformers"})
+    honours = frozenset({Feature.CONSTRAINT})
 
     def probe(self) -> ProbeResult:
         return probe_imports(TORCH, TRANSFORMERS)
@@ -126,6 +130,7 @@ class TorchDecoder(Wrappable, TokenTextModel):
         self.context_length = spec.context_length
         eos = model.generation_config.eos_token_id
         self._eos = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
+        self._guides = GuideMaker(hf_tokenizer(tokenizer, self._eos), model.config.vocab_size)
 
     def encode(self, request: GenerationRequest) -> list[int]:
         if request.messages is not None:
@@ -138,9 +143,17 @@ class TorchDecoder(Wrappable, TokenTextModel):
             return [int(t) for t in ids]
         return [int(t) for t in self._tokenizer.encode(request.prompt or "")]
 
-    def generate_ids(self, ids: list[int], max_new: int, sampling: Sampling) -> Iterator[int]:
+    def generate_constrained(
+        self, ids: list[int], max_new: int, sampling: Sampling, constraint: Constraint | None
+    ) -> Iterator[int]:
+        return self.generate_ids(ids, max_new, sampling, constraint)
+
+    def generate_ids(
+        self, ids: list[int], max_new: int, sampling: Sampling, constraint: Constraint | None = None
+    ) -> Iterator[int]:
         import torch
 
+        guide = self._guides.start(constraint)
         generator = torch.Generator(device=self._device)
         if sampling.seed is not None:
             generator.manual_seed(sampling.seed)
@@ -152,10 +165,13 @@ class TorchDecoder(Wrappable, TokenTextModel):
             for _ in range(max_new):
                 out = self._model(input_ids=inputs, past_key_values=past, use_cache=True)
                 past = out.past_key_values
-                token = _pick(out.logits[0, -1].float(), sampling, generator)
+                logits = out.logits[0, -1].float()
+                token = _pick(guide.mask_torch(logits) if guide else logits, sampling, generator)
                 if token in self._eos:
                     return
                 yield token
+                if guide and guide.advance(token):
+                    return  # the grammar is complete: the answer ends here ("stop")
                 inputs = torch.tensor([[token]], device=self._device)
 
     def detokenize(self, ids: list[int]) -> str:
