@@ -14,9 +14,11 @@ from inferrelay.config.schema import ModelSpec
 from inferrelay.config.sources import resolve_source
 from inferrelay.engines.base import (
     Capability,
+    Constraint,
     EmbeddingModel,
     Embeddings,
     Engine,
+    Feature,
     GenerationRequest,
     LoadedModel,
     ProbeResult,
@@ -24,6 +26,7 @@ from inferrelay.engines.base import (
     TokenTextModel,
 )
 from inferrelay.engines.chat_template import render_chat
+from inferrelay.engines.constrained import GuideMaker, llama_tokenizer
 from inferrelay.engines.decoding import check_input_lengths
 from inferrelay.engines.devices import choose_device
 from inferrelay.engines.optional import probe_imports, require
@@ -36,6 +39,7 @@ class LlamaCppEngine(Engine):
     name = "llamacpp"
     capabilities = frozenset({Capability.CHAT, Capability.COMPLETION, Capability.EMBEDDINGS})
     reads = frozenset({"gguf"})
+    honours = frozenset({Feature.CONSTRAINT})
 
     def probe(self) -> ProbeResult:
         return probe_imports(("llama_cpp", INSTALL))
@@ -74,6 +78,7 @@ class LlamaTextModel(TokenTextModel):
         self.context_length = spec.context_length
         self._template = llm.metadata.get("tokenizer.chat_template")
         self._is_eog = _eog_check(llm)
+        self._guides = GuideMaker(llama_tokenizer(llm, self._is_eog), llm.n_vocab())
         self._clear_kv_cache = _kv_cache_clearer(llm)
 
     def encode(self, request: GenerationRequest) -> list[int]:
@@ -89,7 +94,15 @@ class LlamaTextModel(TokenTextModel):
             return list(self._llm.tokenize(text.encode(), add_bos=False, special=True))
         return list(self._llm.tokenize((request.prompt or "").encode(), add_bos=True, special=False))
 
-    def generate_ids(self, ids: list[int], max_new: int, sampling: Sampling) -> Iterator[int]:
+    def generate_constrained(
+        self, ids: list[int], max_new: int, sampling: Sampling, constraint: Constraint | None
+    ) -> Iterator[int]:
+        return self.generate_ids(ids, max_new, sampling, constraint)
+
+    def generate_ids(
+        self, ids: list[int], max_new: int, sampling: Sampling, constraint: Constraint | None = None
+    ) -> Iterator[int]:
+        guide = self._guides.start(constraint)
         # Without a seed each request draws afresh; llama.cpp would otherwise reuse its last seed.
         seed = sampling.seed_within(32)
         self._llm.set_seed(seed if seed is not None else random.randrange(2**32))
@@ -101,12 +114,13 @@ class LlamaTextModel(TokenTextModel):
             top_k=0,
             min_p=0.0,
             repeat_penalty=1.0,
+            logits_processor=[guide.llama_processor()] if guide else None,
         )
         for produced, token in enumerate(tokens, start=1):
             if self._is_eog(token):
                 return
             yield token
-            if produced >= max_new:
+            if produced >= max_new or (guide and guide.advance(token)):
                 return
 
     def _start_from_scratch(self) -> None:
