@@ -41,6 +41,16 @@ class LlamaCppEngine(Engine):
     reads = frozenset({"gguf"})
     honours = frozenset({Feature.CONSTRAINT})
 
+    def crash_hint(self, signal_name: str) -> str:
+        if signal_name == "SIGILL":
+            return (
+                "llama.cpp was built for instructions this CPU cannot run (a native build from another machine, or "
+                "one that uses AVX-512/AMX this VM traps): rebuild it portable with `make clean && make test` "
+                "(the Makefile's AVX2 baseline), or CMAKE_ARGS='-DGGML_NATIVE=OFF' pip install --no-cache-dir "
+                "--force-reinstall llama-cpp-python (docs/engines.md, 'The llama.cpp build')"
+            )
+        return super().crash_hint(signal_name)
+
     def probe(self) -> ProbeResult:
         return probe_imports(("llama_cpp", INSTALL))
 

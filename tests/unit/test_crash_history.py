@@ -75,3 +75,12 @@ def test_restarts_count_starts_after_the_first() -> None:
         crashes.started(KEY)
     assert crashes.restarts(KEY) == 2
     assert crashes.status("other") == []
+
+
+def test_llama_cpp_says_how_to_rebuild_after_an_illegal_instruction() -> None:
+    from inferrelay.engines.llamacpp import LlamaCppEngine
+
+    hint = LlamaCppEngine().crash_hint("SIGILL")
+    assert "make clean && make test" in hint
+    assert "GGML_NATIVE=OFF" in hint
+    assert LlamaCppEngine().crash_hint("SIGKILL").startswith("killed from outside")
