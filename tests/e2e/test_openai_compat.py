@@ -72,7 +72,7 @@ def test_an_overlong_prompt_is_context_length_exceeded(client: openai.OpenAI) ->
 def test_token_id_embeddings_are_refused_with_the_langchain_setting(client: openai.OpenAI, ids: Any) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         client.embeddings.create(model=EMBED, input=ids)
-    assert (caught.value.code, caught.value.param) == ("bad_request", "input")
+    assert (caught.value.code, caught.value.param) == ("unsupported", "input")
     assert "embeds text only" in caught.value.message
     assert "check_embedding_ctx_length=False" in caught.value.message
     assert len(client.embeddings.create(model=EMBED, input=["hello"]).data) == 1, "text still embeds"
@@ -83,6 +83,6 @@ def test_an_image_part_is_refused_naming_the_message_and_part(client: openai.Ope
     messages = [FRANCE[0], {"role": "user", "content": [{"type": "text", "text": "What is this?"}, image]}]
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model=CHAT, messages=messages, max_tokens=5)  # type: ignore[arg-type]
-    assert (caught.value.code, caught.value.param) == ("bad_request", "messages.1.content.1")
+    assert (caught.value.code, caught.value.param) == ("unsupported", "messages.1.content.1")
     assert f"model {CHAT!r} takes text only" in caught.value.message
     assert "'image_url'" in caught.value.message
