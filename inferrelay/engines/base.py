@@ -142,18 +142,9 @@ class TokenTextModel(TextModel):
 
     @abc.abstractmethod
     def generate_ids(self, ids: list[int], max_new: int, sampling: Sampling) -> Iterator[int]:
-        """New token ids, ending early (without yielding it) at an end-of-generation token."""
-
-    def generate_constrained(
-        self, ids: list[int], max_new: int, sampling: Sampling, constraint: Constraint
-    ) -> Iterator[int]:
-        """`generate_ids` keeping to `constraint`, ending when it is complete: engines that honour
-        Feature.CONSTRAINT override it; routing sends a constrained request to no other."""
-        from inferrelay.errors import ErrorKind, InferrelayError
-
-        raise InferrelayError(
-            ErrorKind.UNSUPPORTED, f"{self.engine_name} cannot constrain its output", param="response_format"
-        )
+        """New token ids, ending early (without yielding it) at an end-of-generation token. An engine that
+        honours Feature.CONSTRAINT also takes `constraint` (keeping to it, ending when it is complete); the
+        walk sends a constrained request to no other, and `stream` passes it only when there is one."""
 
     @abc.abstractmethod
     def detokenize(self, ids: list[int]) -> str: ...
@@ -169,7 +160,7 @@ class TokenTextModel(TextModel):
         if request.constraint is None:
             tokens = self.generate_ids(ids, max_new, request.sampling)
         else:
-            tokens = self.generate_constrained(ids, max_new, request.sampling, request.constraint)
+            tokens = self.generate_ids(ids, max_new, request.sampling, request.constraint)  # type: ignore[call-arg]
         for token in tokens:
             count += 1
             piece, stopped = stops.feed(text.push(token))

@@ -104,11 +104,6 @@ class LlamaTextModel(TokenTextModel):
             return list(self._llm.tokenize(text.encode(), add_bos=False, special=True))
         return list(self._llm.tokenize((request.prompt or "").encode(), add_bos=True, special=False))
 
-    def generate_constrained(
-        self, ids: list[int], max_new: int, sampling: Sampling, constraint: Constraint | None
-    ) -> Iterator[int]:
-        return self.generate_ids(ids, max_new, sampling, constraint)
-
     def generate_ids(
         self, ids: list[int], max_new: int, sampling: Sampling, constraint: Constraint | None = None
     ) -> Iterator[int]:

@@ -165,11 +165,6 @@ class GenAIDecoder(TokenTextModel):
             text = request.prompt or ""
         return [int(t) for t in self._tokenizer.encode(text)]
 
-    def generate_constrained(
-        self, ids: list[int], max_new: int, sampling: Sampling, constraint: Constraint | None
-    ) -> Iterator[int]:
-        return self.generate_ids(ids, max_new, sampling, constraint)
-
     def generate_ids(
         self, ids: list[int], max_new: int, sampling: Sampling, constraint: Constraint | None = None
     ) -> Iterator[int]:

@@ -143,11 +143,6 @@ class TorchDecoder(Wrappable, TokenTextModel):
             return [int(t) for t in ids]
         return [int(t) for t in self._tokenizer.encode(request.prompt or "")]
 
-    def generate_constrained(
-        self, ids: list[int], max_new: int, sampling: Sampling, constraint: Constraint | None
-    ) -> Iterator[int]:
-        return self.generate_ids(ids, max_new, sampling, constraint)
-
     def generate_ids(
         self, ids: list[int], max_new: int, sampling: Sampling, constraint: Constraint | None = None
     ) -> Iterator[int]:
