@@ -67,7 +67,6 @@ class Feature(str, Enum):
     """What a request may need beyond plain text; each engine declares which it honours (Engine.honours)."""
 
     CONSTRAINT = "constraint"  # constrained decoding: response_format, and tool calls built on it
-    TOOLS = "tools"  # the chat template renders tool definitions and tool messages
     LOGPROBS = "logprobs"
 
 
@@ -81,15 +80,6 @@ class GenerationRequest:
     stop: tuple[str, ...] = ()
     sampling: Sampling = Sampling()
     constraint: Constraint | None = None
-    tools: list[dict[str, Any]] | None = None  # OpenAI function tools, for the chat template to render
-
-    def needs(self) -> frozenset[Feature]:
-        wanted = set()
-        if self.constraint is not None:
-            wanted.add(Feature.CONSTRAINT)
-        if self.tools:
-            wanted.add(Feature.TOOLS)
-        return frozenset(wanted)
 
 
 @dataclass

@@ -69,7 +69,7 @@ def plan_tools(
     messages = [system, *(request.messages or [])]
     forced = choice == "required" or isinstance(choice, dict)
     constraint = Constraint("json_schema", _call_schema(offered)) if forced else request.constraint
-    return replace(request, messages=messages, constraint=constraint, tools=tools), ToolPlan(offered, forced)
+    return replace(request, messages=messages, constraint=constraint), ToolPlan(offered, forced)
 
 
 def _functions(tools: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
