@@ -24,7 +24,7 @@ from inferrelay.providers.remote import RemoteClient
 from inferrelay.routing.batching import EMBED_BATCH, embed_sorted
 from inferrelay.routing.fallback import Served, attempts_header
 from inferrelay.routing.ratelimit import estimate_tokens
-from inferrelay.routing.tools import ToolPlan, plan_tools
+from inferrelay.routing.tools import plan_tools
 from inferrelay.runtime import remediation
 from inferrelay.runtime.memory import encoder_activations
 from inferrelay.runtime.placement import facts_for
@@ -33,7 +33,8 @@ from inferrelay.server.errors import sse_error
 from inferrelay.server.relay import Relay, relay_of
 from inferrelay.server.responses import ResponsesRequest, ResponseWriter
 from inferrelay.server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, OpenAIRequest
-from inferrelay.server.shapes import ResponseShape, sse_event, usage_in
+from inferrelay.server.shapes import ResponseShape
+from inferrelay.server.streams import local_call_events, local_events, remote_events
 
 router = APIRouter()
 
@@ -183,16 +184,16 @@ async def _generate(
                 pieces = slot.stream(lambda: model.stream(generation))
                 first = await anext(pieces)  # a failure before the first piece falls back
                 if plan is not None and plan.functions:
-                    events = _local_call_events(shape, plan, first, pieces, body.include_usage, last_piece)
+                    events = local_call_events(shape, plan, first, pieces, body.include_usage, last_piece)
                 else:
-                    events = _local_events(shape, first, pieces, body.include_usage, last_piece)
+                    events = local_events(shape, first, pieces, body.include_usage, last_piece)
                 return OpenedStream(events, pieces.aclose)
 
             return await relay.chain.serve(spec, capability, open_stream, body.keep_alive, body.needs())
 
         async def remote_stream(client: RemoteClient, model: str) -> OpenedStream:
             upstream = await client.stream(path, forwarded, model, body.model)
-            events = _remote_events(upstream.first, upstream.rest, lambda usage: observer.usage(tracked, usage))
+            events = remote_events(upstream.first, upstream.rest, lambda usage: observer.usage(tracked, usage))
             return OpenedStream(events, upstream.aclose)
 
         served = await _route(relay, body, capability, local_stream, remote_stream)
@@ -219,66 +220,6 @@ async def _generate(
     observer.served(tracked, served)
     observer.usage(tracked, served.result.get("usage"))
     return JSONResponse(reshape.whole(served.result), headers=served_headers(served, tracked))
-
-
-async def _local_events(
-    shape: ResponseShape,
-    first: Piece,
-    rest: AsyncIterator[Piece],
-    include_usage: bool,
-    on_last: Callable[[Piece], None],
-) -> AsyncIterator[str]:
-    if shape.chat:
-        yield sse_event(shape.chunk(None, role=True))
-    piece = first
-    while True:
-        if piece.text:
-            yield sse_event(shape.chunk(piece.text))
-        if piece.finish_reason:
-            on_last(piece)
-            yield sse_event(shape.chunk(None, finish=piece.finish_reason))
-            if include_usage:
-                yield sse_event(shape.usage_chunk(piece))
-            return
-        piece = await anext(rest)
-
-
-async def _local_call_events(
-    shape: ResponseShape,
-    plan: ToolPlan,
-    first: Piece,
-    rest: AsyncIterator[Piece],
-    include_usage: bool,
-    on_last: Callable[[Piece], None],
-) -> AsyncIterator[str]:
-    """With tools, the answer is read whole before it is sent: as tool_calls deltas when it is a call, else as
-    text. (A call cannot be told from text token by token.)"""
-    texts, piece = [first.text], first
-    while not piece.finish_reason:
-        piece = await anext(rest)
-        texts.append(piece.text)
-    on_last(piece)
-    text = "".join(texts)
-    calls = [c.as_openai() for c in plan.read(text)]
-    yield sse_event(shape.chunk(None, role=True))
-    if calls:
-        yield sse_event(shape.calls_chunk(calls))
-    elif text:
-        yield sse_event(shape.chunk(text))
-    yield sse_event(shape.chunk(None, finish="tool_calls" if calls else piece.finish_reason))
-    if include_usage:
-        yield sse_event(shape.usage_chunk(piece))
-
-
-async def _remote_events(
-    first: str, rest: AsyncIterator[str], on_usage: Callable[[dict[str, Any]], None]
-) -> AsyncIterator[str]:
-    """The upstream's events as they come; a usage chunk (stream_options.include_usage) is counted."""
-    yield first
-    async for event in rest:
-        if (usage := usage_in(event)) is not None:
-            on_usage(usage)
-        yield event
 
 
 @router.post("/v1/chat/completions")

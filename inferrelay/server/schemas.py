@@ -61,7 +61,6 @@ class OpenAIRequest(BaseModel):
         return data
 
 
-
 class GenerationParams(OpenAIRequest):
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)

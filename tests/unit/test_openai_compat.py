@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from inferrelay.config.mappings import MappingsFile
 from inferrelay.config.providers import RemoteProvider
-from inferrelay.server.openai_routes import _remote_events
+from inferrelay.server.streams import remote_events
 from inferrelay.server.schemas import ChatCompletionRequest, EmbeddingRequest
 from inferrelay.server.shapes import usage_in
 from tests.unit.conftest import EMBED, MakeClient, Upstream, assert_error, spec
@@ -166,7 +166,7 @@ def test_a_remote_stream_counts_its_usage_chunk_and_passes_every_event_through()
             yield event
 
     async def run() -> list[str]:
-        return [event async for event in _remote_events(chunk, rest(), counted.append)]
+        return [event async for event in remote_events(chunk, rest(), counted.append)]
 
     assert asyncio.run(run()) == [chunk, chunk, COMPACT]
     assert counted == [USAGE]
