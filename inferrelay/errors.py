@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections import Counter
 from typing import Any
 
 from inferrelay.error_rules import match
@@ -37,6 +36,7 @@ class InferrelayError(Exception):
         self.param = param
         self.hint = hint or kind.policy.hint
         self.retry_after = retry_after
+        self.origin: str | None = None  # the exception type, when no rule classified it (an `internal` error)
 
     @property
     def status(self) -> int:
@@ -69,11 +69,6 @@ def dependency_missing(library: str, install: str, cause: object = "not installe
     )
 
 
-UNCLASSIFIED: Counter[str] = Counter()
-"""Exception types that reached `internal`, by module and name: the runtime's stats show them, so
-each one can get its own rule in error_rules.py."""
-
-
 def classify(exc: BaseException, *, loading: bool = False) -> InferrelayError:
     """Give any exception its kind and hint (error_rules.RULES); `loading` says it happened while loading a model."""
     if isinstance(exc, InferrelayError):
@@ -88,9 +83,10 @@ def classify(exc: BaseException, *, loading: bool = False) -> InferrelayError:
         return InferrelayError(rule.kind, text, hint=rule.hint)
     if loading:
         return InferrelayError(ErrorKind.MODEL_LOAD_FAILED, text)
-    UNCLASSIFIED[f"{type(exc).__module__}.{type(exc).__qualname__}"] += 1
     log.error("unclassified exception %s", type(exc).__name__, exc_info=exc)
-    return InferrelayError(ErrorKind.INTERNAL, f"internal error: {text[:300]}")
+    error = InferrelayError(ErrorKind.INTERNAL, f"internal error: {text[:300]}")
+    error.origin = f"{type(exc).__module__}.{type(exc).__qualname__}"  # counted by the app's observer
+    return error
 
 
 def death_of(returncode: int | None) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,8 +12,7 @@ from inferrelay.errors import InferrelayError
 from inferrelay.observe import context, tracing
 from inferrelay.observe.metrics import Metrics
 from inferrelay.observe.requestlog import LogRow, RequestLog
-from inferrelay.routing.fallback import Attempt, ChainFailed, Served
-from inferrelay.runtime.remediation import Remedy
+from inferrelay.outcome import Attempt, ChainFailed, Remedy, Served
 
 NO_BACKEND = "none"
 
@@ -42,6 +42,11 @@ class Observer:
         self.metrics = metrics
         self.log = log
         self.running = 0
+        self.remedies_taken: Counter[tuple[str, str]] = Counter()
+        """(model, remediation step) -> how many times, since the app started."""
+        self.unclassified: Counter[str] = Counter()
+        """Exception types that no rule classified (kind `internal`), by module and name: each one can get its
+        own rule in error_rules.py."""
 
     def begin(self, model: str, kind: str, stream: bool, request_id: str | None = None) -> Tracked:
         self.running += 1
@@ -54,6 +59,7 @@ class Observer:
 
     def served(self, tracked: Tracked, served: Served[Any]) -> None:
         tracked.backend, tracked.attempts, tracked.remedies = served.backend, served.attempts, served.remedies
+        self._count_outcome(served.attempts, served.remedies)
         if tracked.stream:
             tracked.first_token_at = time.perf_counter()  # the stream's first event is ready: fallback is over
 
@@ -67,6 +73,16 @@ class Observer:
         tracing.failed(tracked.span, error.kind.value, error.message)
         if isinstance(error, ChainFailed):
             tracked.attempts, tracked.remedies = error.attempts, error.remedies
+            self._count_outcome(error.attempts, error.remedies)
+        if error.origin is not None and not any(a.origin == error.origin for a in tracked.attempts):
+            self.unclassified[error.origin] += 1  # an error that ended the walk before it became an attempt
+
+    def _count_outcome(self, attempts: list[Attempt], remedies: list[Remedy]) -> None:
+        for remedy in remedies:
+            self.remedies_taken[(remedy.model, remedy.step.value)] += 1
+        for attempt in attempts:
+            if attempt.origin is not None:
+                self.unclassified[attempt.origin] += 1
 
     def finish(self, tracked: Tracked) -> None:
         """Once per request, when its last byte is sent (or it failed)."""

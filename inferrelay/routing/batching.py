@@ -1,15 +1,20 @@
-"""Embedding many texts: sorted by length into batches, order restored after."""
+"""Embedding many texts: sorted by length into batches, order restored after; halved on out of memory."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 
 from inferrelay.engines.base import EmbeddingModel, Embeddings
 from inferrelay.engines.decoding import InputTooLong
+from inferrelay.errors import classify
+from inferrelay.outcome import Step
+from inferrelay.runtime.remediation import ladder
 
 EMBED_BATCH = 32
+T = TypeVar("T")
 
 
 def embed_sorted(
@@ -40,3 +45,23 @@ def embed_sorted(
         tokens += out.prompt_tokens
     assert vectors is not None, "embed_sorted needs at least one text"
     return Embeddings(vectors, tokens)
+
+
+class Halving:
+    """The batch size that works here: out of memory (the ladder's SMALLER_BATCH rung), the batch is halved, down
+    to one input, and stays so. Serving and batch jobs both embed through one."""
+
+    def __init__(self, batch_size: int, on_halve: Callable[[int, int], None]) -> None:
+        self.batch_size = batch_size
+        self._on_halve = on_halve  # (from, to)
+
+    def __call__(self, run: Callable[[int], T]) -> T:
+        """`run` with the batch size, again with half of it after each out of memory."""
+        while True:
+            try:
+                return run(self.batch_size)
+            except Exception as exc:
+                if Step.SMALLER_BATCH not in ladder(classify(exc).kind) or self.batch_size == 1:
+                    raise
+                self._on_halve(self.batch_size, self.batch_size // 2)
+                self.batch_size //= 2

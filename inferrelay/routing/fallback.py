@@ -3,54 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import TypeVar
 
 from inferrelay.config.schema import ModelSpec, Settings
 from inferrelay.engines.base import Capability, Engine
 from inferrelay.engines.registry import EngineRegistry
 from inferrelay.errors import ErrorKind, InferrelayError, classify
 from inferrelay.observe import tracing
+from inferrelay.outcome import Attempt, ChainFailed, Served, Step, chain_failure
 from inferrelay.routing.needs import NOTHING, Needs
 from inferrelay.runtime.pool import LoadedSlot, ModelPool, RememberedLoadFailure
-from inferrelay.runtime.remediation import Remedy, Step, ladder, lower_precision, record, recording
+from inferrelay.runtime.remediation import ladder, lower_precision, record, recording
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Attempt:
-    backend: str
-    kind: ErrorKind
-    reason: str
-    hint: str
-    retry_after: float | None = None
-    param: str | None = None
-
-    def describe(self) -> str:
-        return f"{self.backend}: {self.kind.value}: {self.reason} (hint: {self.hint})"
-
-
-def attempts_header(attempts: list[Attempt]) -> str:
-    """`x-inferrelay-attempts`: each failed attempt before the answer, with its kind."""
-    return ",".join(f"{a.backend}={a.kind.value}" for a in attempts)
-
-
-@dataclass
-class Served(Generic[T]):
-    result: T
-    backend: str
-    attempts: list[Attempt] = field(default_factory=list)
-    remedies: list[Remedy] = field(default_factory=list)
-
-
-class ChainFailed(InferrelayError):
-    """The end of a walk with no answer; carries every attempt for the headers and the message."""
-
-    def __init__(self, error: InferrelayError, attempts: list[Attempt]) -> None:
-        super().__init__(error.kind, error.message, param=error.param, hint=error.hint, retry_after=error.retry_after)
-        self.attempts = attempts
-        self.remedies: list[Remedy] = []
 
 
 async def remedied(walk: Awaitable[Served[T]]) -> Served[T]:
@@ -150,7 +115,7 @@ class FallbackChain:
                     raise ChainFailed(error, attempts) from exc
                 if not isinstance(error, RememberedLoadFailure) and error.kind is not ErrorKind.UNSUPPORTED:
                     self._registry.record_failure(name, spec.name, error)
-                attempts.append(Attempt(backend, error.kind, error.message, error.hint, param=error.param))
+                attempts.append(Attempt.of(backend, error))
                 if not self._settings.fallback:
                     raise ChainFailed(error, attempts) from exc
                 return error
@@ -211,16 +176,3 @@ class FallbackChain:
         if capability not in state.engine.capabilities:
             raise InferrelayError(ErrorKind.ENGINE_UNAVAILABLE, f"engine {name!r} does not offer {capability.value}")
         return state.engine
-
-
-def chain_failure(subject: str, noun: str, attempts: list[Attempt]) -> InferrelayError:
-    """The end of a walk with no answer: `unsupported` (a 400) when no step could honour the request, naming the
-    parameter and every step; else every step failed (a 503), each reason listed."""
-    lines = "; ".join(a.describe() for a in attempts)
-    if attempts and all(a.kind is ErrorKind.UNSUPPORTED for a in attempts):
-        return InferrelayError(
-            ErrorKind.UNSUPPORTED,
-            f"no {noun} for {subject} can honour this request: {lines}",
-            param=attempts[0].param,
-        )
-    return InferrelayError(ErrorKind.ALL_BACKENDS_FAILED, f"every {noun} for {subject} failed: {lines}")

@@ -17,9 +17,10 @@ from inferrelay.config.schema import ModelSpec, Settings
 from inferrelay.engines.base import utcnow
 from inferrelay.errors import ErrorKind, InferrelayError, classify
 from inferrelay.observe import tracing
+from inferrelay.outcome import Attempt, ChainFailed, Served, chain_failure
 from inferrelay.providers.remote import RemoteClient
 from inferrelay.routing.cooldown import CooldownTracker
-from inferrelay.routing.fallback import Attempt, ChainFailed, Served, chain_failure, remedied
+from inferrelay.routing.fallback import remedied
 from inferrelay.routing.needs import NOTHING, Needs
 from inferrelay.routing.ratelimit import RateLimiter
 from inferrelay.routing.resolve import Step
@@ -90,9 +91,7 @@ class StepRouter:
             skip = self._refused(step, needs) or self._skip_reason(step) or self._over_limit(step, estimate)
             if skip is not None:
                 outcome: Served[T] | InferrelayError = skip
-                attempts.append(
-                    Attempt(step.provider, skip.kind, skip.message, skip.hint, skip.retry_after, skip.param)
-                )
+                attempts.append(Attempt.of(step.provider, skip))
                 if skip.kind not in (ErrorKind.RATE_LIMITED, ErrorKind.UNSUPPORTED):  # those hold as a last resort
                     skipped.append(step)
             else:
@@ -187,7 +186,7 @@ class StepRouter:
             except InferrelayError as error:
                 if not error.kind.policy.falls_back:
                     raise ChainFailed(error, attempts) from error
-                attempts.append(Attempt(step.provider, error.kind, error.message, error.hint, param=error.param))
+                attempts.append(Attempt.of(step.provider, error))
                 return error
             return Served(served.result, served.backend, [*attempts, *served.attempts])
         try:
@@ -195,7 +194,7 @@ class StepRouter:
         except InferrelayError as error:
             if not error.kind.policy.falls_back:
                 raise ChainFailed(error, attempts) from error
-            attempts.append(Attempt(step.provider, error.kind, error.message, error.hint))
+            attempts.append(Attempt.of(step.provider, error))
             return error
 
     async def _local(self, step: Step, local: LocalAction[T]) -> Served[T]:
@@ -223,7 +222,7 @@ class StepRouter:
                 last_try = attempt == config.max_retries or self.cooldowns.cooling(step.provider)
                 if error.kind not in RETRIED_KINDS or last_try:
                     raise error from exc
-                attempts.append(Attempt(step.provider, error.kind, error.message, error.hint))
+                attempts.append(Attempt.of(step.provider, error))
                 await asyncio.sleep(min(error.retry_after or 0.1 * 2**attempt, MAX_BACKOFF_S))
             else:
                 stats.answered(started)  # for a stream: its time to first event

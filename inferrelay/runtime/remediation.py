@@ -3,32 +3,22 @@
 The ladders are data: `LADDERS` maps an error kind to its steps, and
 `LOWER_PRECISION` says which precision each engine can step down to. The
 fallback chain and the request handlers apply the steps; every step taken is
-recorded for the request (the `x-inferrelay-remediation` header), logged, and
-counted for the runtime's stats.
+recorded for the request (the `x-inferrelay-remediation` header) and logged;
+the app's observer counts them from each request's outcome.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
-from enum import Enum
 
 from inferrelay.errors import ErrorKind
 from inferrelay.observe import tracing
+from inferrelay.outcome import Remedy, Step
 
 log = logging.getLogger(__name__)
-
-
-class Step(str, Enum):
-    SMALLER_BATCH = "smaller_batch"  # split the request's batch in two, down to one input
-    LOWER_PRECISION = "lower_precision"  # reload the model in the engine's next lower precision
-    CPU = "cpu"  # reload the model on the CPU
-    NEXT_ENGINE = "next_engine"  # the next engine of the model's chain
-    SKIP_ENGINE = "skip_engine"  # the engine cannot run here: skip it, saying what would fix it
 
 
 LADDERS: dict[ErrorKind, tuple[Step, ...]] = {
@@ -55,20 +45,6 @@ def lower_precision(engine: str, is_encoder: bool, dtype: str) -> str | None:
     return LOWER_PRECISION.get((engine, "encoder" if is_encoder else "decoder"), {}).get(dtype)
 
 
-@dataclass(frozen=True)
-class Remedy:
-    model: str
-    backend: str
-    step: Step
-    detail: str
-
-    def header(self) -> str:
-        return f"{self.backend}:{self.step.value}({self.detail})"
-
-
-TAKEN: Counter[tuple[str, str]] = Counter()
-"""(model, step) -> how many times, since the server started."""
-
 _current: ContextVar[list[Remedy] | None] = ContextVar("inferrelay_remedies", default=None)
 
 
@@ -92,14 +68,9 @@ def record(model: str, backend: str, step: Step, detail: str) -> Remedy:
     taken = _current.get()
     if taken is not None:
         taken.append(remedy)
-    TAKEN[(model, step.value)] += 1
     if tracing.enabled():
         from opentelemetry import trace
 
         trace.get_current_span().add_event("remediation", {"step": step.value, "backend": backend, "detail": detail})
     log.warning("remediation for %s on %s: %s (%s)", model, backend, step.value, detail)
     return remedy
-
-
-def header(remedies: list[Remedy]) -> str:
-    return ";".join(r.header() for r in remedies)

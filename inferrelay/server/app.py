@@ -17,6 +17,7 @@ from inferrelay.observe.metrics import Live, LiveCollector, Metrics
 from inferrelay.observe.requestlog import RequestLog
 from inferrelay.observe.requests import Observer
 from inferrelay.routing.fallback import FallbackChain
+from inferrelay.routing.gateway import Gateway
 from inferrelay.routing.resolve import Resolver
 from inferrelay.routing.router import StepRouter
 from inferrelay.routing.stats import DeploymentBook
@@ -46,7 +47,8 @@ def create_app(settings: Settings, registry: EngineRegistry | None = None) -> Fa
     request_log = RequestLog(settings.home, runtime.request_log_retention) if runtime.request_log else None
     metrics = Metrics() if runtime.metrics else None
     observer = Observer(metrics, request_log)
-    relay = Relay(settings, registry, pool, chain, resolver, step_router, catalog, observer)
+    gateway = Gateway(resolver, step_router, chain)
+    relay = Relay(settings, registry, pool, chain, resolver, step_router, catalog, observer, gateway)
     if metrics is not None:
         metrics.registry.register(LiveCollector(lambda: live_state(relay)))
 

@@ -13,8 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from inferrelay.errors import ErrorKind, InferrelayError, bad_request, classify
-from inferrelay.routing.fallback import ChainFailed, attempts_header
-from inferrelay.runtime import remediation
+from inferrelay.outcome import ChainFailed, attempts_header, remedies_header
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +28,7 @@ def error_response(error: InferrelayError) -> JSONResponse:
     if isinstance(error, ChainFailed) and error.attempts:
         headers["x-inferrelay-attempts"] = attempts_header(error.attempts)
     if isinstance(error, ChainFailed) and error.remedies:
-        headers["x-inferrelay-remediation"] = remediation.header(error.remedies)
+        headers["x-inferrelay-remediation"] = remedies_header(error.remedies)
     return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
 

@@ -1,7 +1,8 @@
-"""OpenAI-compatible routes: chat, completions (plain and streamed), embeddings, models.
+"""OpenAI-compatible routes: chat, completions (plain and streamed), embeddings, the Responses API, models.
 
-Each request resolves to steps (routing/resolve.py); a local step walks its
-model's engine chain, a remote step forwards the body to its provider.
+A route parses the request, hands the gateway (routing/gateway.py) an order
+saying what to do on a loaded local model and what to send a provider, and
+shapes the answer for HTTP.
 """
 
 from __future__ import annotations
@@ -9,32 +10,33 @@ from __future__ import annotations
 import base64
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from inferrelay.config.schema import ModelSpec
-from inferrelay.engines.base import Capability, EmbeddingModel, Embeddings, LoadedModel, Piece, TextModel
+from inferrelay.capabilities import Capability
+from inferrelay.engines.base import Piece
 from inferrelay.errors import ErrorKind, InferrelayError, classify
 from inferrelay.observe import tracing
 from inferrelay.observe.context import REQUEST_ID_HEADER
 from inferrelay.observe.requests import Tracked
+from inferrelay.outcome import Served, attempts_header, remedies_header
 from inferrelay.providers.remote import RemoteClient
-from inferrelay.routing.batching import EMBED_BATCH, embed_sorted
-from inferrelay.routing.fallback import Served, attempts_header
+from inferrelay.routing import work
+from inferrelay.routing.gateway import Order
 from inferrelay.routing.ratelimit import estimate_tokens
 from inferrelay.routing.tools import plan_tools
-from inferrelay.runtime import remediation
-from inferrelay.runtime.memory import encoder_activations
-from inferrelay.runtime.placement import facts_for
-from inferrelay.runtime.pool import LoadedSlot, ModelPool
+from inferrelay.runtime.slots import LoadedSlot
 from inferrelay.server.errors import sse_error
 from inferrelay.server.relay import Relay, relay_of
 from inferrelay.server.responses import ResponsesRequest, ResponseWriter
-from inferrelay.server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, OpenAIRequest
+from inferrelay.server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from inferrelay.server.shapes import ResponseShape
 from inferrelay.server.streams import local_call_events, local_events, remote_events
+
+T = TypeVar("T")
+RemoteWork = Callable[[RemoteClient, str], Awaitable[T]]
 
 router = APIRouter()
 
@@ -49,16 +51,8 @@ def served_headers(served: Served[Any], tracked: Tracked | None = None) -> dict[
     if tracked is not None:
         headers[REQUEST_ID] = tracked.request_id
     if served.remedies:
-        headers["x-inferrelay-remediation"] = remediation.header(served.remedies)
+        headers["x-inferrelay-remediation"] = remedies_header(served.remedies)
     return headers
-
-
-def _as(model: LoadedModel, kind: type[Any]) -> Any:
-    if not isinstance(model, kind):
-        raise InferrelayError(
-            ErrorKind.ENGINE_UNAVAILABLE, f"{model.engine_name} loaded this model without {kind.__name__}"
-        )
-    return model
 
 
 @dataclass
@@ -103,26 +97,6 @@ async def _until_done(events: AsyncIterator[str]) -> AsyncIterator[str]:
     except Exception as exc:  # after the first token there is no going back: say so in-band
         yield sse_error(classify(exc))
     yield "data: [DONE]\n\n"
-
-
-async def _route(
-    relay: Relay,
-    body: OpenAIRequest,
-    capability: Capability,
-    local: Callable[[ModelSpec], Awaitable[Served[Any]]],
-    remote: Callable[[RemoteClient, str], Awaitable[Any]],
-) -> Served[Any]:
-    steps = relay.resolver.resolve(body.model, capability)
-
-    async def checked_local(spec: ModelSpec) -> Served[Any]:
-        relay.check_capability(spec, capability)
-        body.require_text(spec.name)  # images and token ids go to remote providers only
-        return await local(spec)
-
-    def estimate() -> int:
-        return estimate_tokens(body.forwarded())
-
-    return await relay.router.serve(body.model, steps, checked_local, remote, estimate, body.needs())
 
 
 @dataclass(frozen=True)
@@ -176,47 +150,51 @@ async def _generate(
     def last_piece(piece: Piece) -> None:
         observer.usage(tracked, {"prompt_tokens": piece.prompt_tokens, "completion_tokens": piece.completion_tokens})
 
+    def order(on_slot: Callable[[LoadedSlot], Awaitable[T]], on_remote: RemoteWork[T]) -> Order[T]:
+        return Order(
+            body.model,
+            capability,
+            on_slot,
+            on_remote,
+            body.needs(),
+            body.keep_alive,
+            body.require_text,
+            lambda: estimate_tokens(forwarded),
+        )
+
     if body.stream:
 
-        async def local_stream(spec: ModelSpec) -> Served[OpenedStream]:
-            async def open_stream(slot: LoadedSlot) -> OpenedStream:
-                model: TextModel = _as(slot.model, TextModel)
-                pieces = slot.stream(lambda: model.stream(generation))
-                first = await anext(pieces)  # a failure before the first piece falls back
-                if plan is not None and plan.functions:
-                    events = local_call_events(shape, plan, first, pieces, body.include_usage, last_piece)
-                else:
-                    events = local_events(shape, first, pieces, body.include_usage, last_piece)
-                return OpenedStream(events, pieces.aclose)
-
-            return await relay.chain.serve(spec, capability, open_stream, body.keep_alive, body.needs())
+        async def local_stream(slot: LoadedSlot) -> OpenedStream:
+            pieces = work.stream(slot, generation)
+            first = await anext(pieces)  # a failure before the first piece falls back
+            if plan is not None and plan.functions:
+                events = local_call_events(shape, plan, first, pieces, body.include_usage, last_piece)
+            else:
+                events = local_events(shape, first, pieces, body.include_usage, last_piece)
+            return OpenedStream(events, pieces.aclose)
 
         async def remote_stream(client: RemoteClient, model: str) -> OpenedStream:
             upstream = await client.stream(path, forwarded, model, body.model)
             events = remote_events(upstream.first, upstream.rest, lambda usage: observer.usage(tracked, usage))
             return OpenedStream(events, upstream.aclose)
 
-        served = await _route(relay, body, capability, local_stream, remote_stream)
-        observer.served(tracked, served)
-        served.result.on_close(lambda: observer.finish(tracked))
+        opened = await relay.gateway.serve(order(local_stream, remote_stream))
+        observer.served(tracked, opened)
+        opened.result.on_close(lambda: observer.finish(tracked))
         if reshape.stream is not None:
-            served.result.events = reshape.stream(served.result.events)
-            return ClosingStreamingResponse(served.result, served_headers(served, tracked), done_marker=False)
-        return ClosingStreamingResponse(served.result, served_headers(served, tracked))
+            opened.result.events = reshape.stream(opened.result.events)
+            return ClosingStreamingResponse(opened.result, served_headers(opened, tracked), done_marker=False)
+        return ClosingStreamingResponse(opened.result, served_headers(opened, tracked))
 
-    async def local(spec: ModelSpec) -> Served[dict[str, Any]]:
-        async def run(slot: LoadedSlot) -> dict[str, Any]:
-            model: TextModel = _as(slot.model, TextModel)
-            piece = await slot.call(lambda: model.generate(generation))
-            calls = plan.read(piece.text) if plan is not None else []
-            return shape.whole(piece, [c.as_openai() for c in calls])
-
-        return await relay.chain.serve(spec, capability, run, body.keep_alive, body.needs())
+    async def local(slot: LoadedSlot) -> dict[str, Any]:
+        piece = await work.generate(slot, generation)
+        calls = plan.read(piece.text) if plan is not None else []
+        return shape.whole(piece, [c.as_openai() for c in calls])
 
     async def remote(client: RemoteClient, model: str) -> dict[str, Any]:
         return await client.post(path, forwarded, model, body.model)
 
-    served = await _route(relay, body, capability, local, remote)
+    served = await relay.gateway.serve(order(local, remote))
     observer.served(tracked, served)
     observer.usage(tracked, served.result.get("usage"))
     return JSONResponse(reshape.whole(served.result), headers=served_headers(served, tracked))
@@ -259,53 +237,35 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> JSONResponse:
 
 
 async def _embeddings(relay: Relay, body: EmbeddingRequest) -> Served[dict[str, Any]]:
-    async def local(spec: ModelSpec) -> Served[dict[str, Any]]:
-        async def run(slot: LoadedSlot) -> dict[str, Any]:
-            result = await embed_within_memory(relay.pool, slot, body.texts)
-            if body.encoding_format == "base64":
-                data: list[Any] = [base64.b64encode(row.astype("<f4").tobytes()).decode() for row in result.vectors]
-            else:
-                data = result.vectors.tolist()
-            return {
-                "object": "list",
-                "data": [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(data)],
-                "model": body.model,
-                "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
-            }
-
-        return await relay.chain.serve(spec, Capability.EMBEDDINGS, run, body.keep_alive, body.needs())
+    async def local(slot: LoadedSlot) -> dict[str, Any]:
+        result = await work.embed(relay.pool, slot, body.texts)
+        if body.encoding_format == "base64":
+            data: list[Any] = [base64.b64encode(row.astype("<f4").tobytes()).decode() for row in result.vectors]
+        else:
+            data = result.vectors.tolist()
+        return {
+            "object": "list",
+            "data": [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(data)],
+            "model": body.model,
+            "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
+        }
 
     forwarded = body.forwarded()
 
     async def remote(client: RemoteClient, model: str) -> dict[str, Any]:
         return await client.post("embeddings", forwarded, model, body.model)
 
-    return await _route(relay, body, Capability.EMBEDDINGS, local, remote)
-
-
-async def embed_within_memory(pool: ModelPool, slot: LoadedSlot, texts: list[str]) -> Embeddings:
-    """Each batch first passes the runtime's memory check; out of memory, the batch is halved (the ladder's
-    SMALLER_BATCH step) down to one input, and the walk's steps take over from there."""
-    model: EmbeddingModel = _as(slot.model, EmbeddingModel)
-    facts = facts_for(slot.spec.source)
-    element_bytes = 1 if slot.placement.dtype == "int8" else 4
-
-    def admit(batch: list[str]) -> None:
-        if facts is not None:
-            pool.admit_request(
-                slot, encoder_activations(facts, batch, element_bytes), f"a batch of {len(batch)} inputs"
-            )
-
-    size = EMBED_BATCH
-    while True:
-        try:
-            return await slot.call(lambda size=size: embed_sorted(model, texts, size, admit))  # type: ignore[misc]
-        except Exception as exc:
-            if remediation.Step.SMALLER_BATCH not in remediation.ladder(classify(exc).kind) or size == 1:
-                raise
-            backend = f"local/{slot.placement.engine}"
-            remediation.record(slot.spec.name, backend, remediation.Step.SMALLER_BATCH, f"{size} -> {size // 2}")
-            size //= 2
+    order = Order(
+        body.model,
+        Capability.EMBEDDINGS,
+        local,
+        remote,
+        body.needs(),
+        body.keep_alive,
+        body.require_text,
+        lambda: estimate_tokens(forwarded),
+    )
+    return await relay.gateway.serve(order)
 
 
 @router.get("/v1/models")

@@ -15,9 +15,8 @@ from inferrelay.config.schema import ModelSpec
 from inferrelay.config.strict import Strict
 from inferrelay.config.units import Duration
 from inferrelay.engines.base import Capability
-from inferrelay.errors import UNCLASSIFIED, ErrorKind, InferrelayError
-from inferrelay.routing.fallback import attempts_header
-from inferrelay.runtime import remediation
+from inferrelay.errors import ErrorKind, InferrelayError
+from inferrelay.outcome import attempts_header
 from inferrelay.runtime.pool import ModelPool
 from inferrelay.runtime.registration import RegisterRequest, registration_spec
 from inferrelay.server.openai_routes import generate
@@ -198,14 +197,14 @@ async def runtime_stats(request: Request) -> dict[str, Any]:
         device["room_bytes"] = pool.room(name)
     specs = [relay.catalog.get(name) for name in relay.catalog.names()]
     remedies: dict[str, dict[str, int]] = {}
-    for (model, step), count in sorted(remediation.TAKEN.items()):
+    for (model, step), count in sorted(relay.observer.remedies_taken.items()):
         remedies.setdefault(model, {})[step] = count
     return {
         "loads": pool.loads,
         "devices": devices,
         "models": {spec.name: model_view(relay, spec, pool) for spec in specs if spec is not None},
         "remediation": remedies,
-        "unclassified_errors": dict(UNCLASSIFIED),
+        "unclassified_errors": dict(relay.observer.unclassified),
         "requests": await asyncio.to_thread(_request_aggregates, relay.settings.home),
     }
 

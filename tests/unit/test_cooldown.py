@@ -10,9 +10,9 @@ import pytest
 from inferrelay.config.providers import RemoteProvider
 from inferrelay.config.schema import ModelSpec, Settings
 from inferrelay.errors import ErrorKind
+from inferrelay.outcome import ChainFailed, Served
 from inferrelay.providers.remote import RemoteClient
 from inferrelay.routing.cooldown import CooldownTracker
-from inferrelay.routing.fallback import ChainFailed, Served
 from inferrelay.routing.resolve import Step
 from inferrelay.routing.router import StepRouter
 from tests.conftest import free_port

@@ -8,8 +8,8 @@ from pathlib import Path
 from aiohttp import web
 
 from inferrelay.config.schema import ModelSpec, Settings
+from inferrelay.outcome import Served
 from inferrelay.providers.remote import RemoteClient
-from inferrelay.routing.fallback import Served
 from inferrelay.routing.resolve import Step
 from inferrelay.routing.router import StepRouter
 from inferrelay.server.openai_routes import OpenedStream

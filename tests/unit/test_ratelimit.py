@@ -10,8 +10,8 @@ import pytest
 from inferrelay.config.providers import RateLimits, RemoteProvider
 from inferrelay.config.schema import ModelSpec, Settings
 from inferrelay.errors import ErrorKind
+from inferrelay.outcome import ChainFailed, Served
 from inferrelay.providers.remote import RemoteClient
-from inferrelay.routing.fallback import ChainFailed, Served
 from inferrelay.routing.ratelimit import RateLimiter, TokenBucket, estimate_tokens
 from inferrelay.routing.resolve import Step
 from inferrelay.routing.router import StepRouter
