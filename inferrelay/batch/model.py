@@ -1,18 +1,37 @@
-"""The model a batch worker runs: the first engine of the model's chain that loads here."""
+"""The model a batch worker runs, loaded by the same walk the server uses (routing/fallback.py).
+
+The walk goes down the model's engine chain with the same checks (installed,
+offers the task) and the same remediation on load (a lower precision when the
+model does not fit), and fails with every engine's reason. The engine runs in
+the worker's own process: the coordinator already supervises that process and
+retries its chunks when it dies.
+"""
 
 from __future__ import annotations
 
+import asyncio
+
+from inferrelay.capabilities import Capability
 from inferrelay.config.schema import Settings
 from inferrelay.engines.base import LoadedModel
 from inferrelay.engines.registry import EngineRegistry
-from inferrelay.errors import ErrorKind, InferrelayError, classify
+from inferrelay.errors import ErrorKind, InferrelayError
+from inferrelay.routing.fallback import FallbackChain
 from inferrelay.runtime.catalog import ModelCatalog
+from inferrelay.runtime.pool import ModelPool
 from inferrelay.runtime.registry import ModelRegistry
+from inferrelay.runtime.slots import LoadedSlot
 
 
-def load_model(name: str, settings: Settings, engine: str | None = None, dtype: str | None = None) -> LoadedModel:
-    """Walk the engine chain as the server does (or load with `engine` alone, which must be in it), in the
-    model's dtype or `dtype`; every failure is kept for the message if none loads."""
+def load_model(
+    name: str,
+    settings: Settings,
+    engine: str | None = None,
+    dtype: str | None = None,
+    capability: Capability | None = None,
+) -> LoadedModel:
+    """`name` loaded for `capability` (its first one by default) by the first engine of its chain that loads
+    here, or by `engine` alone (which must be in the chain), in the model's dtype or `dtype`."""
     registry = ModelRegistry(settings.home)
     try:
         spec = ModelCatalog(settings.models, registry).get(name)
@@ -22,20 +41,20 @@ def load_model(name: str, settings: Settings, engine: str | None = None, dtype: 
         raise InferrelayError(ErrorKind.MODEL_NOT_FOUND, f"no model named {name!r}", param="model")
     if dtype is not None:
         spec = spec.model_copy(update={"dtype": dtype})
-    if engine is not None and engine not in spec.engines:
-        raise InferrelayError(
-            ErrorKind.BAD_REQUEST, f"engine {engine!r} is not in {name!r}'s chain {spec.engines}", param="engine"
-        )
-    engines = EngineRegistry.discover()
-    reasons = []
-    for engine_name in [engine] if engine else spec.engines:
-        state = engines.state(engine_name)
-        if state is None or state.engine is None or not state.probe.available:
-            reasons.append(f"{engine_name}: {state.probe.reason if state else 'not installed'}")
-            continue
-        try:
-            return state.engine.load(spec, spec.device, settings.home)
-        except Exception as exc:
-            error = classify(exc, loading=True)
-            reasons.append(f"{engine_name}: {error.kind.value}: {error.message}")
-    raise InferrelayError(ErrorKind.ALL_BACKENDS_FAILED, f"no engine could load {name!r}: " + "; ".join(reasons))
+    if engine is not None:
+        if engine not in spec.engines:
+            raise InferrelayError(
+                ErrorKind.BAD_REQUEST, f"engine {engine!r} is not in {name!r}'s chain {spec.engines}", param="engine"
+            )
+        spec = spec.model_copy(update={"engines": [engine]})
+    if capability is not None and capability not in spec.capabilities:
+        raise InferrelayError(ErrorKind.BAD_REQUEST, f"{name!r} does not offer {capability.value}", param="model")
+    runtime = settings.runtime.model_copy(update={"engine_isolation": "in_process"})
+    pool = ModelPool(settings.home, settings.load_retry_after_s, runtime)
+    chain = FallbackChain(settings, EngineRegistry.discover(), pool)
+
+    async def loaded(slot: LoadedSlot) -> LoadedModel:
+        return slot.model
+
+    served = asyncio.run(chain.serve(spec, capability or spec.capabilities[0], loaded))
+    return served.result

@@ -18,9 +18,10 @@ import pyarrow as pa
 from inferrelay.batch.checkpoints import ROW, write_part
 from inferrelay.batch.job import BatchJob
 from inferrelay.batch.manifest import CheckpointRecord
+from inferrelay.capabilities import Capability
 from inferrelay.engines.base import EmbeddingModel, GenerationRequest, LoadedModel, Sampling, TextModel
 from inferrelay.errors import ErrorKind, InferrelayError, classify
-from inferrelay.routing.batching import embed_sorted
+from inferrelay.routing.batching import Halving, embed_sorted
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,10 @@ class Chunk:
     inputs: list[Any]  # texts to embed; prompts (str) or message lists to generate from
 
 
+def _halved(size: int, half: int) -> None:
+    log.warning("out of memory: batch size %d -> %d", size, half)
+
+
 def describe(exc: BaseException) -> str:
     """One line for the manifest and the summary: the error's kind, message and hint."""
     error = classify(exc)
@@ -51,11 +56,13 @@ class Worker:
         from inferrelay.config.loading import load_settings
 
         self.job = job
-        model = load_model(job.model, load_settings(job.config, job.home), job.engine, job.dtype)
+        capability = Capability.EMBEDDINGS if job.task == "embed" else Capability.CHAT
+        model = load_model(job.model, load_settings(job.config, job.home), job.engine, job.dtype, capability)
         self._model = model
         self._compute: Callable[[list[Any]], dict[str, pa.Array]]
         if job.task == "embed":
-            self.halving = Halving(_expect(model, EmbeddingModel, job.model, "an embedding"), job.batch_size)
+            self._embedder: EmbeddingModel = _expect(model, EmbeddingModel, job.model, "an embedding")
+            self.halving = Halving(job.batch_size, _halved)
             self._compute = self._embed
         else:
             self._text_model = _expect(model, TextModel, job.model, "a text generation")
@@ -74,7 +81,7 @@ class Worker:
         return write_part(self.job.outdir, chunk.shard, chunk.part, chunk.first_row, pa.table(columns))
 
     def _embed(self, texts: list[Any]) -> dict[str, pa.Array]:
-        vectors = self.halving(texts)
+        vectors = self.halving(lambda size: embed_sorted(self._embedder, texts, size).vectors)
         flat = pa.array(vectors.astype(np.float32).ravel(), type=pa.float32())
         return {"embedding": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]).cast(pa.list_(pa.float32()))}
 
@@ -124,22 +131,3 @@ def _expect(model: LoadedModel, kind: type[Any], name: str, what: str) -> Any:
         model.close()
         raise InferrelayError(ErrorKind.BAD_REQUEST, f"{name!r} is not {what} model", param="model")
     return model
-
-
-class Halving:
-    """Embeds with the batch size that works: out of memory, the batch is halved (down to one) and stays so."""
-
-    def __init__(self, model: EmbeddingModel, batch_size: int, on_halve: Callable[[int], None] | None = None) -> None:
-        self.model = model
-        self.batch_size = batch_size
-        self._on_halve = on_halve or (lambda size: log.warning("out of memory: batch size now %d", size))
-
-    def __call__(self, texts: list[str]) -> np.ndarray:
-        while True:
-            try:
-                return embed_sorted(self.model, texts, self.batch_size).vectors
-            except Exception as exc:
-                if classify(exc).kind is not ErrorKind.OUT_OF_MEMORY or self.batch_size == 1:
-                    raise
-                self.batch_size //= 2
-                self._on_halve(self.batch_size)
