@@ -7,6 +7,7 @@ runtime's memory check batch by batch and halve the batch on out of memory
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from inferrelay.engines.base import EmbeddingModel, Embeddings, GenerationRequest, LoadedModel, Piece, TextModel
@@ -57,3 +58,14 @@ def _as(model: LoadedModel, kind: type[Any]) -> Any:
             ErrorKind.ENGINE_UNAVAILABLE, f"{model.engine_name} loaded this model without {kind.__name__}"
         )
     return model
+
+
+async def generate_several(slot: LoadedSlot, generation: GenerationRequest, n: int) -> list[Piece]:
+    """`n` answers to one request (OpenAI's `n`), one after another; a seeded request seeds choice i with
+    seed + i, so each choice differs where sampling does and the whole answer repeats."""
+    pieces = []
+    for i in range(n):
+        seed = generation.sampling.seed
+        sampling = replace(generation.sampling, seed=None if seed is None else seed + i)
+        pieces.append(await generate(slot, replace(generation, sampling=sampling)))
+    return pieces

@@ -187,9 +187,9 @@ async def _generate(
         return ClosingStreamingResponse(opened.result, served_headers(opened, tracked))
 
     async def local(slot: LoadedSlot) -> dict[str, Any]:
-        piece = await work.generate(slot, generation)
-        calls = plan.read(piece.text) if plan is not None else []
-        return shape.whole(piece, [c.as_openai() for c in calls])
+        pieces = await work.generate_several(slot, generation, body.n)
+        wholes = [shape.whole(p, [c.as_openai() for c in plan.read(p.text)] if plan else []) for p in pieces]
+        return _as_choices(wholes)
 
     async def remote(client: RemoteClient, model: str) -> dict[str, Any]:
         return await client.post(path, forwarded, model, body.model)
@@ -198,6 +198,17 @@ async def _generate(
     observer.served(tracked, served)
     observer.usage(tracked, served.result.get("usage"))
     return JSONResponse(reshape.whole(served.result), headers=served_headers(served, tracked))
+
+
+def _as_choices(wholes: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several whole answers to one request as one answer with a choice each; the prompt is counted once."""
+    body = wholes[0]
+    if len(wholes) > 1:
+        body["choices"] = [whole["choices"][0] | {"index": i} for i, whole in enumerate(wholes)]
+        completion = sum(whole["usage"]["completion_tokens"] for whole in wholes)
+        usage = body["usage"]
+        usage["completion_tokens"], usage["total_tokens"] = completion, usage["prompt_tokens"] + completion
+    return body
 
 
 @router.post("/v1/chat/completions")

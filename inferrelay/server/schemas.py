@@ -81,8 +81,8 @@ class GenerationParams(OpenAIRequest):
         wanted = list(super().needs().items)
         if self.logprobs or self.top_logprobs:
             wanted.append(Need("logprobs", "log probabilities", frozenset({Feature.LOGPROBS})))
-        if self.n > 1:
-            wanted.append(Need("n", "several choices", None))
+        if self.n > 1 and self.stream:
+            wanted.append(Need("n", "several choices in one stream", None))  # local: several choices, not streamed
         return Needs(tuple(wanted))
 
     @field_validator("presence_penalty", "frequency_penalty")
