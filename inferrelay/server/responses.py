@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -77,24 +77,38 @@ class ResponsesRequest(BaseModel):
         if isinstance(self.input, str):
             return [*messages, {"role": "user", "content": self.input}]
         for index, item in enumerate(self.input):
-            messages.append(_chat_message(item, index))
+            message = _chat_message(item, index)
+            previous = messages[-1] if messages else {}
+            if message.get("tool_calls") and previous.get("role") == "assistant":  # calls made in one turn
+                previous["tool_calls"] = [*(previous.get("tool_calls") or []), *message["tool_calls"]]
+            else:
+                messages.append(message)
         return messages
 
 
+_CALL_FIELDS = {"function_call": ("name",), "function_call_output": ("output",)}
+
+
 def _chat_message(item: dict[str, Any], index: int) -> dict[str, Any]:
+    """One input item as a chat message: a function_call as an assistant's tool call, its output as a tool message."""
     kind = item.get("type", "message")
     if kind == "message":
         content = item.get("content")
         if isinstance(content, list):
             content = [_chat_part(part) for part in content]
         return {"role": item.get("role"), "content": content}
+    needed = ("call_id", *_CALL_FIELDS[kind]) if kind in _CALL_FIELDS else ()
+    if missing := [key for key in needed if item.get(key) is None]:
+        param = f"input.{index}.{missing[0]}"
+        raise bad_request(f"{param}: a {kind} item needs {', '.join(missing)}", param=param)
     if kind == "function_call":
-        call = {"id": item.get("call_id"), "type": "function",
-                "function": {"name": item.get("name"), "arguments": item.get("arguments", "{}")}}  # fmt: skip
+        call = {"id": item["call_id"], "type": "function",
+                "function": {"name": item["name"], "arguments": item.get("arguments") or "{}"}}  # fmt: skip
         return {"role": "assistant", "content": None, "tool_calls": [call]}
     if kind == "function_call_output":
-        output = item.get("output")
-        return {"role": "tool", "tool_call_id": item.get("call_id"), "content": output}
+        output = item["output"]
+        content = [_chat_part(part) for part in output] if isinstance(output, list) else output
+        return {"role": "tool", "tool_call_id": item["call_id"], "content": content}
     raise bad_request(f"input.{index}: items of type {kind!r} are not supported here", param=f"input.{index}")
 
 
@@ -114,8 +128,12 @@ def _chat_tool(tool: dict[str, Any]) -> dict[str, Any]:
 
 
 def _chat_tool_choice(choice: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
-    if isinstance(choice, dict) and choice.get("type") == "function":
-        return {"type": "function", "function": {"name": choice.get("name")}}
+    """`auto`, `none` and `required` as they are; a named function in the chat shape; hosted tools refused."""
+    if isinstance(choice, dict):
+        if choice.get("type") != "function" or not choice.get("name"):
+            hint = "'auto', 'none', 'required' or {'type': 'function', 'name': ...}"
+            raise bad_request(f"tool_choice: only {hint} is supported here", param="tool_choice")
+        return {"type": "function", "function": {"name": choice["name"]}}
     return choice
 
 
@@ -137,6 +155,10 @@ class ResponseWriter:
         self.message_id = f"msg_{uuid.uuid4().hex}"
         self.created_at = int(time.time())
         self._sequence = 0
+        self._output: list[dict[str, Any]] = []  # a stream's items, in the order they opened
+        self._text: list[str] = []
+        self._text_at: int | None = None  # where the message sits in a stream's output, once it opened
+        self._calls: dict[int, int] = {}  # a chat tool call's index -> where its item sits in the output
 
     def envelope(self, status: str, output: list[dict[str, Any]], usage: dict[str, Any] | None) -> dict[str, Any]:
         request = self.request
@@ -153,13 +175,16 @@ class ResponseWriter:
 
     def whole(self, chat: dict[str, Any]) -> dict[str, Any]:
         message = chat["choices"][0]["message"]
-        output = [_function_call(call) for call in message.get("tool_calls") or []]
+        output = [
+            _function_call(call, f"fc_{uuid.uuid4().hex}", "completed") for call in message.get("tool_calls") or []
+        ]
         if message.get("content") or not output:
             output.insert(0, self._message(message.get("content") or "", "completed"))
         return self.envelope("completed", output, _usage(chat.get("usage")))
 
-    def _message(self, text: str, status: str) -> dict[str, Any]:
-        content = [{"type": "output_text", "text": text, "annotations": []}]
+    def _message(self, text: str | None, status: str) -> dict[str, Any]:
+        """The assistant's message item; with no text it has no content part yet, as when a stream opens it."""
+        content = [] if text is None else [{"type": "output_text", "text": text, "annotations": []}]
         return {"type": "message", "id": self.message_id, "status": status, "role": "assistant", "content": content}
 
     def event(self, kind: str, **fields: Any) -> str:
@@ -168,14 +193,10 @@ class ResponseWriter:
         return f"event: {kind}\ndata: {json.dumps(payload)}\n\n"
 
     async def stream(self, chat_events: AsyncIterator[str]) -> AsyncIterator[str]:
-        """The chat stream's text deltas as Responses events, opened and closed the way the SDK expects."""
+        """The chat stream as Responses events: each output item (the message, each function call) opens when
+        its first delta comes, grows by deltas, and all close in order before `response.completed`."""
         yield self.event("response.created", response=self.envelope("in_progress", [], None))
         yield self.event("response.in_progress", response=self.envelope("in_progress", [], None))
-        yield self.event("response.output_item.added", output_index=0, item=self._message("", "in_progress"))
-        part = {"type": "output_text", "text": "", "annotations": []}
-        ids = {"item_id": self.message_id, "output_index": 0, "content_index": 0}
-        yield self.event("response.content_part.added", **ids, part=part)
-        text: list[str] = []
         usage = None
         try:
             async for event in chat_events:
@@ -184,19 +205,72 @@ class ResponseWriter:
                     continue
                 usage = chunk.get("usage") or usage
                 for choice in chunk.get("choices") or []:
-                    if delta := (choice.get("delta") or {}).get("content"):
-                        text.append(delta)
-                        yield self.event("response.output_text.delta", **ids, delta=delta, logprobs=[])
+                    delta = choice.get("delta") or {}
+                    if text := delta.get("content"):
+                        for out in self._text_delta(text):
+                            yield out
+                    for call in delta.get("tool_calls") or []:
+                        for out in self._call_delta(call):
+                            yield out
         except Exception as exc:  # after the first event: say so in-band, as the chat stream does
             error = classify(exc)
             yield self.event("error", code=error.kind.value, message=error.message, param=error.param)
             return
-        whole = "".join(text)
-        yield self.event("response.output_text.done", **ids, text=whole, logprobs=[])
-        yield self.event("response.content_part.done", **ids, part=part | {"text": whole})
-        item = self._message(whole, "completed")
-        yield self.event("response.output_item.done", output_index=0, item=item)
-        yield self.event("response.completed", response=self.envelope("completed", [item], _usage(usage)))
+        if not self._output:  # nothing was said: an empty message, as in a whole answer
+            for out in self._open_message():
+                yield out
+        for out in self._close_items():
+            yield out
+        yield self.event("response.completed", response=self.envelope("completed", self._output, _usage(usage)))
+
+    def _open_message(self) -> Iterator[str]:
+        self._text_at = len(self._output)
+        self._output.append(self._message(None, "in_progress"))
+        yield self.event("response.output_item.added", output_index=self._text_at, item=self._output[-1])
+        part = {"type": "output_text", "text": "", "annotations": []}
+        yield self.event("response.content_part.added", **self._text_ids(), part=part)
+
+    def _text_ids(self) -> dict[str, Any]:
+        return {"item_id": self.message_id, "output_index": self._text_at, "content_index": 0}
+
+    def _text_delta(self, text: str) -> Iterator[str]:
+        if self._text_at is None:
+            yield from self._open_message()
+        self._text.append(text)
+        yield self.event("response.output_text.delta", **self._text_ids(), delta=text, logprobs=[])
+
+    def _call_delta(self, delta: dict[str, Any]) -> Iterator[str]:
+        """One streamed chat tool call delta: the first of an index opens a function_call item, arguments grow it."""
+        function = delta.get("function") or {}
+        index = delta.get("index", len(self._calls))
+        if index not in self._calls:
+            self._calls[index] = len(self._output)
+            item = _function_call(delta | {"function": function | {"arguments": ""}}, f"fc_{uuid.uuid4().hex}")
+            self._output.append(item)
+            yield self.event("response.output_item.added", output_index=self._calls[index], item=item)
+        at = self._calls[index]
+        item = self._output[at]
+        if arguments := function.get("arguments"):
+            item["arguments"] += arguments
+            yield self.event(
+                "response.function_call_arguments.delta", item_id=item["id"], output_index=at, delta=arguments
+            )
+
+    def _close_items(self) -> Iterator[str]:
+        """Each open item's `.done` events, in output order; the output then holds the finished items."""
+        for at, item in enumerate(self._output):
+            if item["type"] == "message":
+                text = "".join(self._text)
+                done = {"type": "output_text", "text": text, "annotations": []}
+                yield self.event("response.output_text.done", **self._text_ids(), text=text, logprobs=[])
+                yield self.event("response.content_part.done", **self._text_ids(), part=done)
+                self._output[at] = item = self._message(text, "completed")
+            else:
+                item["arguments"] = item["arguments"] or "{}"
+                args = {"item_id": item["id"], "output_index": at, "name": item["name"], "arguments": item["arguments"]}
+                yield self.event("response.function_call_arguments.done", **args)
+                item["status"] = "completed"
+            yield self.event("response.output_item.done", output_index=at, item=item)
 
 
 def _chunk(event: str) -> dict[str, Any] | None:
@@ -210,11 +284,12 @@ def _chunk(event: str) -> dict[str, Any] | None:
     return chunk if isinstance(chunk, dict) else None
 
 
-def _function_call(call: dict[str, Any]) -> dict[str, Any]:
+def _function_call(call: dict[str, Any], item_id: str, status: str = "in_progress") -> dict[str, Any]:
+    """A chat tool call as a Responses function_call item; a call an upstream left without an id gets one."""
     function = call.get("function") or {}
     return {
-        "type": "function_call", "id": f"fc_{uuid.uuid4().hex}", "call_id": call.get("id"),
-        "name": function.get("name"), "arguments": function.get("arguments", "{}"), "status": "completed",
+        "type": "function_call", "id": item_id, "call_id": call.get("id") or f"call_{uuid.uuid4().hex}",
+        "name": function.get("name"), "arguments": function.get("arguments", "{}"), "status": status,
     }  # fmt: skip
 
 
