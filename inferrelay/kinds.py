@@ -34,6 +34,7 @@ class ErrorKind(str, Enum):
     TRANSIENT = "transient"
     TIMEOUT = "timeout"
     RATE_LIMITED = "rate_limited"
+    OVERLOADED = "overloaded"
     UPSTREAM_ERROR = "upstream_error"
     ENGINE_CRASHED = "engine_crashed"
     UNSUPPORTED = "unsupported"
@@ -84,6 +85,13 @@ POLICIES: dict[ErrorKind, KindPolicy] = {
     ErrorKind.TRANSIENT: KindPolicy(503, "server_error", True, "Retry; the failure was temporary."),
     ErrorKind.TIMEOUT: KindPolicy(504, "server_error", True, "Raise the timeout or use a faster backend."),
     ErrorKind.RATE_LIMITED: KindPolicy(429, "rate_limit_error", True, "Slow down or raise the backend's rate limit."),
+    ErrorKind.OVERLOADED: KindPolicy(
+        429,
+        "rate_limit_error",
+        True,
+        "The queue is full: retry after Retry-After seconds, raise the model's max_queue (a provider's "
+        "max_in_flight), or add a fallback step.",
+    ),
     ErrorKind.UPSTREAM_ERROR: KindPolicy(
         502, "server_error", True, "The backend answered with an error; see its message."
     ),

@@ -38,6 +38,12 @@ class RemoteProvider(Strict):
     timeouts: Timeouts = Field(default_factory=Timeouts)
     rate_limits: RateLimits = Field(default_factory=RateLimits)
     max_retries: int = Field(default=2, ge=0)
+    max_in_flight: int | None = Field(
+        default=None,
+        gt=0,
+        description="requests sent there at once (a stream counts until it ends); at the limit the provider is "
+        "skipped (attempt `overloaded`); absent: no limit",
+    )
     cooldown_s: float = Field(default=30.0, ge=0)
     models: list[str] = Field(default_factory=list, description="model names served there; empty: any")
     drop_fields: list[str] = Field(

@@ -1,4 +1,4 @@
-"""The `runtime:` section of model-mappings.yaml: where models may come from, memory, keep_alive."""
+"""The `runtime:` section of model-mappings.yaml: where models may come from, memory, keep_alive, queues."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from inferrelay.config.strict import Strict
 from inferrelay.config.units import Duration, Size
 
 DEVICES = ("cpu", "cuda", "mps")
+DEFAULT_MAX_QUEUE = 64
 
 
 class RuntimeSettings(Strict):
@@ -29,6 +30,12 @@ class RuntimeSettings(Strict):
         description="a load must also fit in this fraction of the memory the device has free now",
     )
     keep_alive: Duration = Field(default=300.0, description="the default idle time before a model is unloaded")
+    max_queue: int = Field(
+        default=DEFAULT_MAX_QUEUE,
+        ge=0,
+        description="requests that may wait for a loaded model beyond those it runs; one more is refused at once "
+        "(kind overloaded: the next step serves, or 429). A model's own max_queue overrides it",
+    )
     metrics: bool = Field(default=True, description="Prometheus metrics at GET /metrics")
     request_log: bool = Field(default=True, description="one row per request in $INFERRELAY_HOME/requests.sqlite3")
     request_log_retention: Duration = Field(default=7 * 86400.0, description="rows older than this are deleted")

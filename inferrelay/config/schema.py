@@ -46,6 +46,11 @@ class ModelSpec(Strict):
         "Absent: runtime.keep_alive",
     )
     pinned: bool = Field(default=False, description="never evicted to make room for another model")
+    max_queue: int | None = Field(
+        default=None,
+        ge=0,
+        description="requests that may wait for this model beyond those it runs; absent: runtime.max_queue",
+    )
     engine_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per-engine settings, e.g. {'fake': {'latency_ms': 50}}"
     )

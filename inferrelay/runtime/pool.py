@@ -221,9 +221,13 @@ class ModelPool:
             engine.name, planned.device, planned.device_reason, planned.dtype, planned.estimate, held, seconds
         )
         keep_alive = spec.keep_alive if spec.keep_alive is not None else self._runtime.keep_alive
-        slot = LoadedSlot(model, spec, placement, keep_alive, self._clock)
+        slot = LoadedSlot(model, spec, placement, keep_alive, self._clock, max_queue=self.max_queue(spec))
         slot.restarts = self.crashes.restarts((spec.name, engine.name)) if isolated else 0
         return slot
+
+    def max_queue(self, spec: ModelSpec) -> int:
+        """Requests that may wait for `spec` once loaded: its own max_queue, else runtime.max_queue."""
+        return spec.max_queue if spec.max_queue is not None else self._runtime.max_queue
 
     def _isolated(self, spec: ModelSpec, engine: Engine) -> bool:
         """In a worker process unless the model, the runtime settings or the engine itself say in_process."""

@@ -16,7 +16,7 @@ def slot(
     spec = SMOLLM2.model_copy(update={"name": name, "pinned": pinned})
     placement = Placement("fake", "cpu", "configured", "float32", MemoryEstimate(mib * MIB, 0, 0), mib * MIB, 0.1)
     loaded = LoadedSlot(model=object(), spec=spec, placement=placement, keep_alive=keep_alive)  # type: ignore[arg-type]
-    loaded.last_used, loaded.active = last_used, active
+    loaded.last_used, loaded.running = last_used, active
     return loaded
 
 
