@@ -11,10 +11,10 @@ from inferrelay.doctor.findings import Inspection
 from inferrelay.doctor.inspect import inspect_model
 from inferrelay.engines.base import Capability
 from inferrelay.engines.devices import pick_dtype, visible_gpus
-from inferrelay.engines.llamacpp_build import engine_build
+from inferrelay.engines.memory_rule import EngineMemory
 from inferrelay.engines.registry import EngineRegistry
 from inferrelay.runtime.memory import available_bytes, estimate_memory
-from inferrelay.runtime.placement import facts_for
+from inferrelay.runtime.placement import facts_for, memory_rule
 
 DEFAULT_CONTEXT = ModelSpec.model_fields["context_length"].default
 
@@ -76,7 +76,7 @@ def diagnose(path: Path, engines: EngineRegistry, candidates: list[ModelSpec], c
     """Everything the doctor says about `path`; `candidates` are the models it may suggest instead."""
     report = Report(inspect_model(path))
     found = report.inspection
-    report.engines = [_verdict(name, engines, found) for name in engines.names() if name != "fake"]
+    report.engines = [_verdict(name, engines, found) for name in engines.names() if _reads_files(engines, name)]
     if found.facts is not None:
         context = context_length or min(found.facts.trained_context or DEFAULT_CONTEXT, DEFAULT_CONTEXT)
         encoder = found.capability == "embeddings"
@@ -84,11 +84,11 @@ def diagnose(path: Path, engines: EngineRegistry, candidates: list[ModelSpec], c
             free = available_bytes(device)
             for verdict in (v for v in report.engines if v.can_serve):
                 dtype = pick_dtype("auto", device)
-                need = estimate_memory(found.facts, verdict.engine, dtype, context, encoder).total
+                need = estimate_memory(found.facts, _rule(engines, verdict.engine), dtype, context, encoder).total
                 report.memory.append(
                     DeviceFit(device, verdict.engine, need, free, None if free is None else need <= free)
                 )
-    report.alternatives = _alternatives(found, candidates)
+    report.alternatives = _alternatives(found, candidates, engines)
     if not any(v.can_serve for v in report.engines) and found.usable:
         found.problem(
             "no engine here can serve it",
@@ -109,10 +109,22 @@ def _verdict(name: str, engines: EngineRegistry, found: Inspection) -> EngineVer
         return EngineVerdict(name, False, f"does not serve {found.capability}")
     if not state.probe.available:
         return EngineVerdict(name, False, state.probe.reason)
-    return EngineVerdict(name, True, "reads this format and runs here", engine_build(name))
+    return EngineVerdict(name, True, "reads this format and runs here", engine.build())
 
 
-def _alternatives(found: Inspection, candidates: list[ModelSpec]) -> list[Alternative]:
+def _reads_files(engines: EngineRegistry, name: str) -> bool:
+    """An engine that reads no model files (fake) has nothing to say about one; a broken one says why."""
+    state = engines.state(name)
+    return state is None or state.engine is None or bool(state.engine.reads)
+
+
+def _rule(engines: EngineRegistry, name: str) -> EngineMemory:
+    """How the engine named `name` holds a model: the registry's instance says, else its installed class."""
+    state = engines.state(name)
+    return state.engine.memory if state is not None and state.engine is not None else memory_rule(name)
+
+
+def _alternatives(found: Inspection, candidates: list[ModelSpec], engines: EngineRegistry) -> list[Alternative]:
     """Models with the same capability that fit in the memory free now: those that fit first, then largest."""
     wanted = {"chat": Capability.CHAT, "embeddings": Capability.EMBEDDINGS}.get(found.capability or "")
     free = available_bytes("cpu")
@@ -122,6 +134,6 @@ def _alternatives(found: Inspection, candidates: list[ModelSpec]) -> list[Altern
         if wanted not in spec.capabilities or facts is None or facts.path.resolve() == found.path.resolve():
             continue
         dtype = pick_dtype(spec.dtype, "cpu")
-        need = estimate_memory(facts, spec.engines[0], dtype, spec.context_length, spec.is_encoder).total
-        chosen.append(Alternative(spec.name, facts.parameters, need, free is None or need <= free))
+        need = estimate_memory(facts, _rule(engines, spec.engines[0]), dtype, spec.context_length, spec.is_encoder)
+        chosen.append(Alternative(spec.name, facts.parameters, need.total, free is None or need.total <= free))
     return sorted(chosen, key=lambda a: (not a.fits, -(a.parameters or 0)))

@@ -19,6 +19,7 @@ import numpy as np
 
 from inferrelay.capabilities import Capability
 from inferrelay.engines.decoding import IncrementalDetokenizer, StopScanner, plan_max_tokens
+from inferrelay.engines.memory_rule import AS_STORED, EngineMemory
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -185,6 +186,16 @@ class Engine(abc.ABC):
     isolation: ClassVar[str] = "process"
     """"process": each loaded model runs in a supervised worker process (runtime/workers.py); "in_process": in
     the server's own process, for engines with no native code to crash (a model can ask either way)."""
+    memory: ClassVar[EngineMemory] = AS_STORED
+    """How it holds a model (weights, KV cache, allowances): what runtime/memory.py's estimate applies."""
+    precision_steps: ClassVar[tuple[tuple[str, str, str], ...]] = ()
+    """("decoder" or "encoder", a dtype it runs such a model in, the lower one it can run it in instead): the
+    out-of-memory ladder's lower-precision step; none: it has no lower step."""
+    default_for: ClassVar[frozenset[tuple[str, str]]] = frozenset()
+    """(format, "decoder" or "encoder") it joins a chain the server fills in itself for (a model registered
+    with no engines); none: it serves only in chains that name it."""
+    preference: ClassVar[int] = 100
+    """Its place in such a chain, lowest first (built-ins: the fastest on a CPU first); a plugin goes last."""
 
     @abc.abstractmethod
     def probe(self) -> ProbeResult:
@@ -193,6 +204,22 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def load(self, model: ModelSpec, device: str, home: Path) -> LoadedModel:
         """Load `model` on `device`; derived artifacts go under `home`/cache."""
+
+    @classmethod
+    def lower_precision(cls, is_encoder: bool, dtype: str) -> str | None:
+        """The dtype one step below `dtype` this engine can run the model in; None when there is none."""
+        role = "encoder" if is_encoder else "decoder"
+        return next((lower for kind, higher, lower in cls.precision_steps if (kind, higher) == (role, dtype)), None)
+
+    @classmethod
+    def chosen_by_default(cls, format: str, is_encoder: bool) -> bool:
+        """Whether it joins the chain the server fills in for a model of `format` registered with no engines."""
+        return (format, "encoder" if is_encoder else "decoder") in cls.default_for
+
+    @classmethod
+    def build(cls) -> str | None:
+        """How its library was compiled, where speed and safety depend on it (llama.cpp's CPU tier); else None."""
+        return None
 
     def smoke_test(self, model: LoadedModel) -> None:
         """Run the loaded model once, in its worker, before it serves: a build that crashes on this machine

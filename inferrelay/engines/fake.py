@@ -42,6 +42,7 @@ from inferrelay.engines.base import (
     TokenTextModel,
 )
 from inferrelay.engines.decoding import check_input_lengths
+from inferrelay.engines.memory_rule import EngineMemory
 from inferrelay.errors import ErrorKind, InferrelayError
 
 
@@ -95,6 +96,7 @@ class FakeEngine(Engine):
     name = "fake"
     capabilities = frozenset({Capability.CHAT, Capability.COMPLETION, Capability.EMBEDDINGS})
     isolation = "in_process"  # pure Python; a model whose fake is told to crash asks for a worker
+    memory = EngineMemory(0, 0, 0, 0, 0)  # holds nothing worth counting
 
     def probe(self) -> ProbeResult:
         return ProbeResult(True, "ok")

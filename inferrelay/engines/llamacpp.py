@@ -29,6 +29,8 @@ from inferrelay.engines.chat_template import render_chat
 from inferrelay.engines.constrained import GuideMaker, llama_tokenizer
 from inferrelay.engines.decoding import check_input_lengths
 from inferrelay.engines.devices import choose_device
+from inferrelay.engines.llamacpp_build import describe_installed
+from inferrelay.engines.memory_rule import MIB, STORED, EngineMemory
 from inferrelay.engines.optional import probe_imports, require
 from inferrelay.errors import ErrorKind, InferrelayError
 
@@ -40,6 +42,13 @@ class LlamaCppEngine(Engine):
     capabilities = frozenset({Capability.CHAT, Capability.COMPLETION, Capability.EMBEDDINGS})
     reads = frozenset({"gguf"})
     honours = frozenset({Feature.CONSTRAINT})
+    memory = EngineMemory(STORED, STORED, 2, 32 * MIB, 32 * MIB)  # the GGUF as stored; f16 KV cache by default
+    default_for = frozenset({("gguf", "decoder")})
+    preference = 10
+
+    @classmethod
+    def build(cls) -> str | None:
+        return describe_installed()
 
     def crash_hint(self, signal_name: str) -> str:
         if signal_name == "SIGILL":

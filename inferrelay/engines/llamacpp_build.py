@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
+from inferrelay.engines.registry import engine_class
+
 # x86 instruction sets ggml reports, in the order it reports them; SSE3/SSSE3 are implied by all of them.
 X86_ISA = ("AVX", "AVX_VNNI", "AVX2", "F16C", "FMA", "BMI2", "AVX512", "AVX512_VBMI", "AVX512_VNNI",
            "AVX512_BF16", "AMX_INT8")  # fmt: skip
@@ -85,9 +87,7 @@ def describe_installed() -> str | None:
 
 
 def engine_build(engine: str) -> str | None:
-    """The build line of an engine whose speed and safety depend on how its library was compiled; else None."""
-    describe = ENGINE_BUILDS.get(engine)
-    return describe() if describe else None
-
-
-ENGINE_BUILDS = {"llamacpp": describe_installed}  # engine name -> what its installed build is
+    """The build line of the installed engine named `engine` (`Engine.build`); None where how its library was
+    compiled does not matter, or no engine has that name."""
+    found = engine_class(engine)
+    return found.build() if found else None

@@ -37,6 +37,7 @@ from inferrelay.engines.chat_template import template_errors
 from inferrelay.engines.constrained import PARAM, genai_guidance
 from inferrelay.engines.decoding import check_input_lengths
 from inferrelay.engines.devices import choose_device
+from inferrelay.engines.memory_rule import DTYPE, MIB, EngineMemory
 from inferrelay.engines.onnx_export import DECODER_PRECISION, ENCODER_VERSION
 from inferrelay.engines.optional import probe_imports, require
 from inferrelay.errors import ErrorKind, InferrelayError, bad_request, dependency_missing
@@ -52,6 +53,18 @@ class OnnxEngine(Engine):
     capabilities = frozenset({Capability.CHAT, Capability.COMPLETION, Capability.EMBEDDINGS})
     reads = frozenset({"gguf", "hf_folder", "sentence_transformers", "onnx"})
     honours = frozenset({Feature.CONSTRAINT})
+    memory = EngineMemory(1, DTYPE, 4, 64 * MIB, 32 * MIB)  # int8 decoder exports; encoders fp32, or int8 on request
+    precision_steps = (("encoder", "float32", "int8"),)  # int8 weights; the decoder exports are int8 already
+    default_for = frozenset(
+        {
+            ("gguf", "decoder"),
+            ("hf_folder", "decoder"),
+            ("hf_folder", "encoder"),
+            ("sentence_transformers", "encoder"),
+            ("onnx", "encoder"),
+        }
+    )
+    preference = 20
 
     def probe(self) -> ProbeResult:
         return probe_imports(RUNTIME, GENAI, TOKENIZERS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from inferrelay.engines.base import Engine, ProbeResult, utcnow
@@ -42,6 +42,29 @@ class EngineState:
             if failure is None
             else {"kind": failure.kind, "reason": failure.reason, "model": failure.model, "at": failure.at.isoformat()},
         }
+
+
+def engine_class(name: str) -> type[Engine] | None:
+    """The engine class an entry point names, neither instantiated nor probed; None when none does or it is
+    broken. For facts declared on the class (memory, precision steps) where no registry is at hand."""
+    for point in entry_points(group=ENTRY_POINT_GROUP, name=name):
+        return _loaded_class(point)
+    return None
+
+
+def engine_classes() -> list[type[Engine]]:
+    """Every engine class the entry points name (a broken plugin left out): what the server may choose from."""
+    found = (_loaded_class(point) for point in entry_points(group=ENTRY_POINT_GROUP))
+    return [cls for cls in found if cls is not None]
+
+
+def _loaded_class(point: EntryPoint) -> type[Engine] | None:
+    try:
+        loaded = point.load()
+    except Exception as exc:  # a broken plugin is the registry's status to report, not a crash here
+        log.debug("engine %s could not be loaded: %s", point.name, exc)
+        return None
+    return loaded if isinstance(loaded, type) and issubclass(loaded, Engine) else None
 
 
 class EngineRegistry:

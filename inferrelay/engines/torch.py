@@ -29,6 +29,7 @@ from inferrelay.engines.chat_template import template_errors
 from inferrelay.engines.constrained import GuideMaker, hf_tokenizer
 from inferrelay.engines.decoding import check_input_lengths
 from inferrelay.engines.devices import choose_device, pick_dtype
+from inferrelay.engines.memory_rule import DTYPE, MIB, EngineMemory
 from inferrelay.engines.optional import probe_imports, require
 from inferrelay.engines.pooling import mean_pool_normalized
 from inferrelay.errors import ErrorKind, InferrelayError, classify
@@ -45,6 +46,12 @@ class TorchEngine(Engine):
     capabilities = frozenset({Capability.CHAT, Capability.COMPLETION, Capability.EMBEDDINGS})
     reads = frozenset({"gguf", "hf_folder", "sentence_transformers"})
     honours = frozenset({Feature.CONSTRAINT})
+    memory = EngineMemory(DTYPE, DTYPE, DTYPE, 128 * MIB, 32 * MIB)
+    precision_steps = (("decoder", "float32", "bfloat16"), ("encoder", "float32", "bfloat16"))
+    default_for = frozenset(
+        {("gguf", "decoder"), ("hf_folder", "decoder"), ("hf_folder", "encoder"), ("sentence_transformers", "encoder")}
+    )
+    preference = 30
 
     def probe(self) -> ProbeResult:
         return probe_imports(TORCH, TRANSFORMERS)

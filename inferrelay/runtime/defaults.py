@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-from inferrelay.engines.base import Capability
+from collections.abc import Iterable
+
+from inferrelay.engines.base import Capability, Engine
+from inferrelay.engines.registry import engine_classes
 from inferrelay.errors import bad_request
 from inferrelay.models.facts import ModelFacts
 
 DECODER = [Capability.CHAT, Capability.COMPLETION]
-ENGINES_BY_FORMAT = {
-    ("gguf", False): ["llamacpp", "onnx", "torch"],
-    ("hf_folder", False): ["onnx", "torch"],
-    ("hf_folder", True): ["onnx", "torch"],
-    ("sentence_transformers", True): ["onnx", "torch"],
-    ("onnx", True): ["onnx"],
-}
-"""The engine chain by (format, is an encoder): the fastest engine on a CPU first."""
 
 
 def default_capabilities(format: str, facts: ModelFacts) -> list[Capability]:
@@ -33,9 +28,16 @@ def default_capabilities(format: str, facts: ModelFacts) -> list[Capability]:
     )
 
 
-def default_engines(format: str, capabilities: list[Capability]) -> list[str]:
+def default_engines(
+    format: str, capabilities: list[Capability], engines: Iterable[type[Engine]] | None = None
+) -> list[str]:
+    """The chain for a model of `format`: each engine that says it is chosen for such a model
+    (`Engine.default_for`), by its `preference`; `engines` defaults to every installed engine class."""
     encoder = Capability.EMBEDDINGS in capabilities
-    engines = ENGINES_BY_FORMAT.get((format, encoder))
-    if engines is None:
+    candidates = engine_classes() if engines is None else engines
+    chosen = sorted(
+        (e for e in candidates if e.chosen_by_default(format, encoder)), key=lambda e: (e.preference, e.name)
+    )
+    if not chosen:
         raise bad_request(f"no engine serves a {format} model for {capabilities[0].value}: give engines", "engines")
-    return list(engines)
+    return [e.name for e in chosen]

@@ -1,8 +1,9 @@
 """Memory before a load (an estimate from the files) and after (measured); free memory per device.
 
-The estimates are rules of thumb, one row per engine in `ENGINES`: weights as
-the engine holds them, the KV cache for the model's context length, and a
-fixed runtime allowance. docs/runtime.md compares them with measurements.
+The estimates are rules of thumb, each engine's own (`Engine.memory`, an
+`EngineMemory`): weights as the engine holds them, the KV cache for the
+model's context length, and a fixed runtime allowance. docs/runtime.md
+compares them with measurements.
 """
 
 from __future__ import annotations
@@ -16,37 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from inferrelay.engines.memory_rule import DTYPE, MIB, STORED, EngineMemory, PerUnit
 from inferrelay.models.facts import ModelFacts
 
-MIB = 2**20
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
-DTYPE: Literal["dtype"] = "dtype"
-"""Bytes of the dtype the model runs in, per parameter or KV element."""
-STORED: Literal["stored"] = "stored"
-"""Weights held as the files store them (a GGUF's quantised bytes)."""
-
-PerUnit = float | Literal["dtype"]
-
-
-@dataclass(frozen=True)
-class EngineMemory:
-    """How an engine holds a model: bytes per decoder or encoder parameter, per KV element, and its allowances."""
-
-    decoder_weights: PerUnit | Literal["stored"]
-    encoder_weights: PerUnit | Literal["stored"]
-    kv_element: PerUnit
-    overhead: int
-    encoder_activations: int
-
-
-ENGINES: dict[str, EngineMemory] = {
-    "llamacpp": EngineMemory(STORED, STORED, 2, 32 * MIB, 32 * MIB),  # f16 KV cache by default
-    "torch": EngineMemory(DTYPE, DTYPE, DTYPE, 128 * MIB, 32 * MIB),
-    "onnx": EngineMemory(1, DTYPE, 4, 64 * MIB, 32 * MIB),  # int8 decoder exports; encoders fp32, or int8 on request
-    "fake": EngineMemory(0, 0, 0, 0, 0),
-}
-OTHER_ENGINE = EngineMemory(STORED, STORED, DTYPE, 64 * MIB, 32 * MIB)
-"""A third-party engine: its weights counted as the files' bytes."""
 
 
 @dataclass(frozen=True)
@@ -64,10 +38,10 @@ class MemoryEstimate:
 
 
 def estimate_memory(
-    facts: ModelFacts, engine: str, dtype: str, context_length: int, is_encoder: bool
+    facts: ModelFacts, rule: EngineMemory, dtype: str, context_length: int, is_encoder: bool
 ) -> MemoryEstimate:
-    """What `engine` should hold for this model in `dtype`: an estimate, measured against in docs/runtime.md."""
-    rule = ENGINES.get(engine, OTHER_ENGINE)
+    """What an engine holding models by `rule` (its `Engine.memory`) should hold for this model in `dtype`: an
+    estimate, measured against in docs/runtime.md."""
     if is_encoder:
         return MemoryEstimate(_weights(facts, rule.encoder_weights, dtype), 0, rule.overhead + rule.encoder_activations)
     kv_cache = _kv_cache(facts, _per_unit(rule.kv_element, dtype), context_length)

@@ -1,10 +1,11 @@
 """Remediation ladders: what the runtime tries, in order, when an in-process engine fails, and the record of it.
 
-The ladders are data: `LADDERS` maps an error kind to its steps, and
-`LOWER_PRECISION` says which precision each engine can step down to. The
-fallback chain and the request handlers apply the steps; every step taken is
-recorded for the request (the `x-inferrelay-remediation` header) and logged;
-the app's observer counts them from each request's outcome.
+The ladders are data: `LADDERS` maps an error kind to its steps; which
+precision an engine can step down to is the engine's own fact
+(`Engine.precision_steps`). The fallback chain and the request handlers apply
+the steps; every step taken is recorded for the request (the
+`x-inferrelay-remediation` header) and logged; the app's observer counts them
+from each request's outcome.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
+from inferrelay.engines.base import Engine
+from inferrelay.engines.registry import engine_class
 from inferrelay.errors import ErrorKind
 from inferrelay.observe import tracing
 from inferrelay.outcome import Remedy, Step
@@ -29,20 +32,18 @@ LADDERS: dict[ErrorKind, tuple[Step, ...]] = {
     ErrorKind.ENGINE_UNAVAILABLE: (Step.SKIP_ENGINE,),
 }
 
-LOWER_PRECISION: dict[tuple[str, str], dict[str, str]] = {
-    ("torch", "decoder"): {"float32": "bfloat16"},
-    ("torch", "encoder"): {"float32": "bfloat16"},
-    ("onnx", "encoder"): {"float32": "int8"},  # int8 weights; the decoder exports are int8 already
-}
-"""(engine, encoder or decoder) -> the dtype a model runs in -> the lower one that engine can run it in."""
-
 
 def ladder(kind: ErrorKind) -> tuple[Step, ...]:
     return LADDERS.get(kind, ())
 
 
-def lower_precision(engine: str, is_encoder: bool, dtype: str) -> str | None:
-    return LOWER_PRECISION.get((engine, "encoder" if is_encoder else "decoder"), {}).get(dtype)
+def lower_precision(engine: Engine | type[Engine] | str, is_encoder: bool, dtype: str) -> str | None:
+    """The engine's next lower precision for a model in `dtype` (`Engine.lower_precision`). A name is looked up
+    among the installed engine classes: for callers that hold only a name; prefer passing the engine."""
+    if isinstance(engine, str):
+        found = engine_class(engine)
+        return None if found is None else found.lower_precision(is_encoder, dtype)
+    return engine.lower_precision(is_encoder, dtype)
 
 
 _current: ContextVar[list[Remedy] | None] = ContextVar("inferrelay_remedies", default=None)

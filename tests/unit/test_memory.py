@@ -9,6 +9,11 @@ from pathlib import Path
 import pytest
 
 from inferrelay.config.sources import resolve_source
+from inferrelay.engines.base import Engine
+from inferrelay.engines.fake import FakeEngine
+from inferrelay.engines.llamacpp import LlamaCppEngine
+from inferrelay.engines.onnx import OnnxEngine
+from inferrelay.engines.torch import TorchEngine
 from inferrelay.models.facts import ModelFacts, model_facts
 from inferrelay.runtime.memory import (
     MemoryEstimate,
@@ -21,6 +26,8 @@ from inferrelay.runtime.memory import (
 
 MIB = 2**20
 CONTEXT = 2048
+LLAMACPP, TORCH, ONNX, FAKE = LlamaCppEngine.memory, TorchEngine.memory, OnnxEngine.memory, FakeEngine.memory
+SOMEONE_ELSES = Engine.memory  # what a plugin that declares no rule gets
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +50,7 @@ def kv_cache(facts: ModelFacts, element_bytes: int) -> int:
 
 def test_llamacpp_holds_the_gguf_as_stored(smollm2: ModelFacts) -> None:
     assert (smollm2.layers, smollm2.kv_heads, smollm2.hidden_size // smollm2.attention_heads) == (30, 3, 64)
-    estimate = estimate_memory(smollm2, "llamacpp", "float32", CONTEXT, is_encoder=False)
+    estimate = estimate_memory(smollm2, LLAMACPP, "float32", CONTEXT, is_encoder=False)
     file_size = smollm2.path.stat().st_size
     assert estimate == MemoryEstimate(weights=file_size, kv_cache=kv_cache(smollm2, 2), overhead=32 * MIB)
     assert estimate.kv_cache == 2 * 30 * 3 * 64 * CONTEXT * 2
@@ -58,47 +65,47 @@ def test_llamacpp_holds_the_gguf_as_stored(smollm2: ModelFacts) -> None:
 
 @pytest.mark.parametrize(("dtype", "size"), [("float32", 4), ("float16", 2), ("bfloat16", 2)])
 def test_torch_holds_parameters_in_its_dtype(smollm2: ModelFacts, dtype: str, size: int) -> None:
-    estimate = estimate_memory(smollm2, "torch", dtype, CONTEXT, is_encoder=False)
+    estimate = estimate_memory(smollm2, TORCH, dtype, CONTEXT, is_encoder=False)
     assert estimate.weights == smollm2.parameters * size
     assert estimate.kv_cache == kv_cache(smollm2, size)
     assert estimate.overhead == 128 * MIB
 
 
 def test_onnx_decoders_are_int8_and_encoders_fp32(smollm2: ModelFacts, minilm: ModelFacts) -> None:
-    decoder = estimate_memory(smollm2, "onnx", "float32", CONTEXT, is_encoder=False)
+    decoder = estimate_memory(smollm2, ONNX, "float32", CONTEXT, is_encoder=False)
     assert (decoder.weights, decoder.kv_cache, decoder.overhead) == (smollm2.parameters, kv_cache(smollm2, 4), 64 * MIB)
-    encoder = estimate_memory(minilm, "onnx", "float32", 512, is_encoder=True)
+    encoder = estimate_memory(minilm, ONNX, "float32", 512, is_encoder=True)
     assert encoder.weights == minilm.parameters * 4
     assert encoder.kv_cache == 0
     assert encoder.overhead > 64 * MIB  # the engine's allowance plus activations
 
 
 def test_an_encoder_has_no_kv_cache_on_any_engine(minilm: ModelFacts) -> None:
-    for engine in ("torch", "onnx", "llamacpp", "someone-elses"):
-        assert estimate_memory(minilm, engine, "float32", 512, is_encoder=True).kv_cache == 0
+    for rule in (TORCH, ONNX, LLAMACPP, SOMEONE_ELSES):
+        assert estimate_memory(minilm, rule, "float32", 512, is_encoder=True).kv_cache == 0
 
 
 def test_the_fake_engine_holds_nothing(smollm2: ModelFacts) -> None:
-    assert estimate_memory(smollm2, "fake", "float32", CONTEXT, is_encoder=False).total == 0
+    assert estimate_memory(smollm2, FAKE, "float32", CONTEXT, is_encoder=False).total == 0
 
 
 def test_an_unknown_engine_counts_the_files(smollm2: ModelFacts) -> None:
-    assert estimate_memory(smollm2, "someone-elses", "float32", CONTEXT, is_encoder=False).weights == (
+    assert estimate_memory(smollm2, SOMEONE_ELSES, "float32", CONTEXT, is_encoder=False).weights == (
         smollm2.weight_bytes
     )
 
 
 def test_unknown_dimensions_mean_no_kv_cache(smollm2: ModelFacts) -> None:
     unknown = dataclasses.replace(smollm2, layers=None)
-    assert estimate_memory(unknown, "torch", "float32", CONTEXT, is_encoder=False).kv_cache == 0
+    assert estimate_memory(unknown, TORCH, "float32", CONTEXT, is_encoder=False).kv_cache == 0
 
 
 def test_without_parameters_the_files_are_scaled_by_dtype(smollm2: ModelFacts) -> None:
     pickled = dataclasses.replace(smollm2, parameters=None, stored_dtype="float32", weight_bytes=400 * MIB)
-    assert estimate_memory(pickled, "torch", "float16", CONTEXT, is_encoder=False).weights == 200 * MIB
-    assert estimate_memory(pickled, "torch", "float32", CONTEXT, is_encoder=False).weights == 400 * MIB
+    assert estimate_memory(pickled, TORCH, "float16", CONTEXT, is_encoder=False).weights == 200 * MIB
+    assert estimate_memory(pickled, TORCH, "float32", CONTEXT, is_encoder=False).weights == 400 * MIB
     unknown = dataclasses.replace(pickled, stored_dtype=None)
-    assert estimate_memory(unknown, "torch", "float16", CONTEXT, is_encoder=False).weights == 400 * MIB
+    assert estimate_memory(unknown, TORCH, "float16", CONTEXT, is_encoder=False).weights == 400 * MIB
 
 
 # --- measured ------------------------------------------------------------------------------------
