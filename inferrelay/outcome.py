@@ -87,9 +87,15 @@ class ChainFailed(InferrelayError):
         self.remedies: list[Remedy] = []
 
 
+BUSY_KINDS = frozenset({ErrorKind.RATE_LIMITED, ErrorKind.OVERLOADED})
+"""A step that is only busy: the same request can succeed there later."""
+
+
 def chain_failure(subject: str, noun: str, attempts: list[Attempt]) -> InferrelayError:
     """The end of a walk with no answer: `unsupported` (a 400) when no step could honour the request, naming the
-    parameter and every step; else every step failed (a 503), each reason listed."""
+    parameter and every step; a 429 with the shortest wait when every step that could was only busy
+    (`rate_limited` when all were at a rate limit, else `overloaded`); else every step failed (a 503), each
+    reason listed."""
     lines = "; ".join(a.describe() for a in attempts)
     if attempts and all(a.kind is ErrorKind.UNSUPPORTED for a in attempts):
         return InferrelayError(
@@ -97,4 +103,11 @@ def chain_failure(subject: str, noun: str, attempts: list[Attempt]) -> Inferrela
             f"no {noun} for {subject} can honour this request: {lines}",
             param=attempts[0].param,
         )
+    busy = [a for a in attempts if a.kind in BUSY_KINDS]
+    if busy and all(a.kind in BUSY_KINDS or a.kind is ErrorKind.UNSUPPORTED for a in attempts):
+        wait = min(a.retry_after or 1.0 for a in busy)
+        if all(a.kind is ErrorKind.RATE_LIMITED for a in busy):
+            message = f"rate limit reached for {subject}: {lines}"
+            return InferrelayError(ErrorKind.RATE_LIMITED, message, retry_after=wait)
+        return InferrelayError(ErrorKind.OVERLOADED, f"every {noun} for {subject} is busy: {lines}", retry_after=wait)
     return InferrelayError(ErrorKind.ALL_BACKENDS_FAILED, f"every {noun} for {subject} failed: {lines}")

@@ -17,6 +17,9 @@ from inferrelay.runtime.remediation import ladder, lower_precision, record, reco
 
 T = TypeVar("T")
 
+NOT_ENGINE_FAILURES = frozenset({ErrorKind.UNSUPPORTED, ErrorKind.OVERLOADED})
+"""Skips that say nothing against the engine: it cannot honour this request, or its queue is full now."""
+
 
 async def remedied(walk: Awaitable[Served[T]]) -> Served[T]:
     """Await a walk; the remediation steps taken in it go with its answer, or with its failure."""
@@ -113,7 +116,7 @@ class FallbackChain:
                 self._next_engine(spec, backend, error)
                 if not error.kind.policy.falls_back:
                     raise ChainFailed(error, attempts) from exc
-                if not isinstance(error, RememberedLoadFailure) and error.kind is not ErrorKind.UNSUPPORTED:
+                if not isinstance(error, RememberedLoadFailure) and error.kind not in NOT_ENGINE_FAILURES:
                     self._registry.record_failure(name, spec.name, error)
                 attempts.append(Attempt.of(backend, error))
                 if not self._settings.fallback:

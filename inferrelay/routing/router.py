@@ -26,11 +26,14 @@ from inferrelay.routing.ratelimit import RateLimiter
 from inferrelay.routing.resolve import Step
 from inferrelay.routing.stats import DeploymentBook
 from inferrelay.runtime.catalog import ModelCatalog
+from inferrelay.runtime.slots import OVERLOADED_RETRY_AFTER_S
 
 T = TypeVar("T")
 
 RETRIED_KINDS = frozenset({ErrorKind.TRANSIENT, ErrorKind.TIMEOUT, ErrorKind.RATE_LIMITED})
 MAX_BACKOFF_S = 5.0
+HOLDING_SKIPS = frozenset({ErrorKind.RATE_LIMITED, ErrorKind.OVERLOADED, ErrorKind.UNSUPPORTED})
+"""Skips that hold even as a last resort: trying the step anyway would break its limit or its refusal."""
 
 LocalAction = Callable[[ModelSpec], Awaitable[Served[T]]]
 RemoteAction = Callable[[RemoteClient, str], Awaitable[T]]
@@ -92,7 +95,7 @@ class StepRouter:
             if skip is not None:
                 outcome: Served[T] | InferrelayError = skip
                 attempts.append(Attempt.of(step.provider, skip))
-                if skip.kind not in (ErrorKind.RATE_LIMITED, ErrorKind.UNSUPPORTED):  # those hold as a last resort
+                if skip.kind not in HOLDING_SKIPS:
                     skipped.append(step)
             else:
                 outcome = await self._try(step, local, remote, attempts)
@@ -105,11 +108,6 @@ class StepRouter:
             outcome = await self._try(step, local, remote, attempts)
             if isinstance(outcome, Served):
                 return outcome
-        limited = [a for a in attempts if a.kind is ErrorKind.RATE_LIMITED]
-        if limited and len(limited) == len(attempts):
-            wait = min(a.retry_after or 1.0 for a in limited)
-            message = f"rate limit reached for model {requested!r}: {'; '.join(a.describe() for a in attempts)}"
-            raise ChainFailed(InferrelayError(ErrorKind.RATE_LIMITED, message, retry_after=wait), attempts)
         raise ChainFailed(chain_failure(f"model {requested!r}", "backend", attempts), attempts)
 
     def _refused(self, step: Step, needs: Needs) -> InferrelayError | None:
@@ -118,12 +116,18 @@ class StepRouter:
         return needs.remote_gap(step.provider, self.clients[step.provider].config.refuse_fields)
 
     def _skip_reason(self, step: Step) -> InferrelayError | None:
-        """Why a remote step is passed over now: its circuit is open, or it failed its health check."""
+        """Why a remote step is passed over now: it failed its health check, it has `max_in_flight` requests
+        already (before the circuit is asked, so a skip spends no probe), or its circuit is open."""
         if step.provider == LOCAL:
             return None
-        if not self.book[step.provider].healthy:
+        stats = self.book[step.provider]
+        if not stats.healthy:
             message = f"provider {step.provider!r} failed its last health check"
             return InferrelayError(ErrorKind.ENGINE_UNAVAILABLE, message)
+        limit = self.clients[step.provider].config.max_in_flight
+        if limit is not None and stats.in_flight >= limit:
+            message = f"provider {step.provider!r} has {stats.in_flight} requests in flight (max_in_flight {limit})"
+            return InferrelayError(ErrorKind.OVERLOADED, message, retry_after=OVERLOADED_RETRY_AFTER_S)
         if not self.cooldowns.admit(step.provider):
             return InferrelayError(ErrorKind.COOLING_DOWN, f"provider {step.provider!r} is cooling down")
         return None
