@@ -1,8 +1,9 @@
 """Prometheus metrics at `GET /metrics`: vLLM's names and labels where they mean the same thing.
 
 Counters and histograms move as requests finish (`Metrics.request_done`);
-the state an operator watches (in-flight requests, cooldowns, loaded models
-and the memory they hold) is read live at each scrape by `LiveCollector`.
+the state an operator watches (requests in flight, each loaded model's
+waiting and running requests, cooldowns, loaded models and the memory they
+hold) is read live at each scrape by `LiveCollector`.
 docs/observability.md lists every metric.
 """
 
@@ -25,7 +26,8 @@ TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1
 class Live:
     """What the live gauges show, read at scrape time."""
 
-    running: int = 0
+    in_flight: int = 0
+    queues: dict[str, tuple[int, int]] = field(default_factory=dict)  # loaded model -> (waiting, running)
     cooling_down: dict[str, bool] = field(default_factory=dict)
     models_loaded: dict[str, int] = field(default_factory=dict)  # device -> models
     memory_held: dict[str, int] = field(default_factory=dict)  # device -> bytes charged to the budget
@@ -37,7 +39,20 @@ class LiveCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         live = self._read()
-        yield GaugeMetricFamily(f"{PREFIX}num_requests_running", "Requests being served now.", value=live.running)
+        yield GaugeMetricFamily(
+            f"{PREFIX}requests_in_flight", "Requests arrived and not yet answered, any backend.", value=live.in_flight
+        )
+        waiting = GaugeMetricFamily(
+            f"{PREFIX}num_requests_waiting", "Requests queued for a loaded model.", labels=["model_name"]
+        )
+        running = GaugeMetricFamily(
+            f"{PREFIX}num_requests_running", "Requests a loaded model is running.", labels=["model_name"]
+        )
+        for model, (queued, run) in sorted(live.queues.items()):
+            waiting.add_metric([model], queued)
+            running.add_metric([model], run)
+        yield waiting
+        yield running
         cooling = GaugeMetricFamily(
             f"{PREFIX}deployment_cooling_down", "1 while a deployment's circuit is open.", labels=["deployment"]
         )

@@ -58,7 +58,9 @@ def create_app(settings: Settings, registry: EngineRegistry | None = None) -> Fa
         if request_log is not None:
             request_log.prune()
             request_log.start()
+        app.state.serving = True  # GET /ready: ready only between start-up and shutdown
         yield
+        app.state.serving = False
         for task in background:
             task.cancel()
         if request_log is not None:
@@ -78,10 +80,12 @@ def create_app(settings: Settings, registry: EngineRegistry | None = None) -> Fa
 
 
 def live_state(relay: Relay) -> Live:
-    live = Live(running=relay.observer.running)
+    live = Live(in_flight=relay.observer.running)
     for name in relay.router.clients:
         live.cooling_down[name] = relay.router.cooldowns.cooling(name)
     for slot in relay.pool.loaded():
+        waiting, running = live.queues.get(slot.spec.name, (0, 0))
+        live.queues[slot.spec.name] = (waiting + slot.waiting, running + slot.running)
         device = slot.placement.device
         live.models_loaded[device] = live.models_loaded.get(device, 0) + 1
         live.memory_held[device] = live.memory_held.get(device, 0) + slot.placement.charged_bytes

@@ -1,4 +1,4 @@
-"""Liveness and engine status."""
+"""Liveness, readiness and engine status."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 
 from inferrelay.errors import ErrorKind, InferrelayError
 from inferrelay.server.relay import relay_of
@@ -16,6 +17,24 @@ router = APIRouter()
 @router.get("/health")
 async def health() -> dict[str, str]:
     return {"status": "ok"}
+
+
+@router.get("/ready")
+async def ready(request: Request) -> JSONResponse:
+    """Whether new work is taken now (docs/api.md): 503 with the reasons while the app is starting or stopping,
+    or while a loaded model's queue is full. Remote providers do not count: the walk skips them on its own."""
+    reasons = [] if getattr(request.app.state, "serving", False) else ["the server is starting or shutting down"]
+    queues = []
+    for slot in relay_of(request).pool.loaded():
+        queue = {"model": slot.spec.name, "engine": slot.placement.engine, **slot.queue()}
+        queues.append(queue)
+        if slot.full:
+            reasons.append(
+                f"{slot.spec.name} on {slot.placement.engine}: queue full ({slot.running} running, "
+                f"{slot.waiting} waiting, max_queue {slot.max_queue})"
+            )
+    body = {"ready": not reasons, "reasons": reasons, "queues": queues}
+    return JSONResponse(body, status_code=503 if reasons else 200)
 
 
 @router.get("/api/v1/engines")

@@ -83,6 +83,12 @@ def model_view(relay: Relay, spec: ModelSpec, pool: ModelPool) -> dict[str, Any]
         "registered_at": registration.created_at.isoformat() if registration else None,
         "state": state,
         "loaded": [slot.describe(now) for slot in loaded],
+        "queue": {  # summed over the loaded engines; max_queue and parallel hold for each of them
+            "waiting": sum(slot.waiting for slot in loaded),
+            "running": sum(slot.running for slot in loaded),
+            "max_queue": pool.max_queue(spec),
+            "parallel": max((slot.parallel for slot in loaded), default=1),
+        },
         "last_failure": {"kind": failure.kind.value, "message": failure.message} if failure and not loaded else None,
         "events": [e.as_dict() for e in pool.events if e.model == spec.name][-10:],
         "workers": pool.crashes.status(spec.name),
@@ -183,7 +189,8 @@ async def runtime_health(request: Request) -> dict[str, Any]:
 
 @router.get("/stats")
 async def runtime_stats(request: Request) -> dict[str, Any]:
-    """Per model: state, engine, device, memory estimated and measured, load time, use, keep_alive deadline."""
+    """Per model: state, engine, device, memory estimated and measured, load time, use, queue (waiting, running,
+    max_queue, parallel), keep_alive deadline."""
     relay = relay_of(request)
     pool = relay.pool
     devices: dict[str, dict[str, Any]] = {}
