@@ -86,7 +86,7 @@ def test_bad_chat_requests_name_the_field(client: Any, body: dict[str, Any], par
 @pytest.mark.parametrize(
     ("extra", "param"),
     [
-        ({"n": 2}, "n"),
+        ({"n": 2, "stream": True}, "n"),
         ({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "required"}, "tools"),
         ({"logprobs": True}, "logprobs"),
         ({"top_logprobs": 2}, "logprobs"),
