@@ -116,12 +116,14 @@ def config_export_litellm(
 @app.command()
 def engines(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Each engine, whether it can run here, and why not."""
-    from inferrelay.engines.llamacpp_build import engine_build
     from inferrelay.engines.registry import EngineRegistry
 
-    rows = EngineRegistry.discover().snapshot()  # discovery probes each engine once
+    registry = EngineRegistry.discover()  # discovery probes each engine once
+    rows = registry.snapshot()
     for row in rows:
-        row["build"] = engine_build(row["name"]) if row["available"] else None  # e.g. llama.cpp's CPU instructions
+        state = registry.state(row["name"])
+        engine = state.engine if state is not None and row["available"] else None
+        row["build"] = engine.build() if engine is not None else None  # e.g. llama.cpp's CPU instructions
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return

@@ -10,8 +10,6 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from inferrelay.engines.registry import engine_class
-
 # x86 instruction sets ggml reports, in the order it reports them; SSE3/SSSE3 are implied by all of them.
 X86_ISA = ("AVX", "AVX_VNNI", "AVX2", "F16C", "FMA", "BMI2", "AVX512", "AVX512_VBMI", "AVX512_VNNI",
            "AVX512_BF16", "AMX_INT8")  # fmt: skip
@@ -84,10 +82,3 @@ def installed_build() -> LlamaCppBuild | None:
 def describe_installed() -> str | None:
     build = installed_build()
     return None if build is None else build.describe()
-
-
-def engine_build(engine: str) -> str | None:
-    """The build line of the installed engine named `engine` (`Engine.build`); None where how its library was
-    compiled does not matter, or no engine has that name."""
-    found = engine_class(engine)
-    return found.build() if found else None

@@ -13,7 +13,7 @@ from inferrelay.observe import tracing
 from inferrelay.outcome import Attempt, ChainFailed, Served, Step, chain_failure
 from inferrelay.routing.needs import NOTHING, Needs
 from inferrelay.runtime.pool import LoadedSlot, ModelPool, RememberedLoadFailure
-from inferrelay.runtime.remediation import ladder, lower_precision, record, recording
+from inferrelay.runtime.remediation import ladder, record, recording
 
 T = TypeVar("T")
 
@@ -107,7 +107,7 @@ class FallbackChain:
                         failure = classify(exc)
                         if failure.kind is ErrorKind.ENGINE_CRASHED:
                             await self._pool.crashed(slot, failure)
-                        if not await self._step_down(slot, failure, backend):
+                        if not await self._step_down(engine, slot, failure, backend):
                             raise
                         slot = await self._pool.slot(spec, engine, retry_now=True, keep_alive=keep_alive)
             except Exception as exc:
@@ -134,19 +134,19 @@ class FallbackChain:
                 if Step.LOWER_PRECISION not in ladder(error.kind):
                     raise
                 dtype = self._pool.planned_dtype(spec, engine.name)
-                lower = lower_precision(engine.name, spec.is_encoder, dtype)
+                lower = engine.lower_precision(spec.is_encoder, dtype)
                 if lower is None:
                     raise
                 record(spec.name, backend, Step.LOWER_PRECISION, f"{dtype} -> {lower}, to load")
                 self._pool.lower(spec.name, engine.name, lower)
 
-    async def _step_down(self, slot: LoadedSlot, error: InferrelayError, backend: str) -> bool:
+    async def _step_down(self, engine: Engine, slot: LoadedSlot, error: InferrelayError, backend: str) -> bool:
         """The ladder's steps that reload the same engine's model: True when one was taken and it is worth
         another try. (SMALLER_BATCH is the request handler's, NEXT_ENGINE and SKIP_ENGINE the walk's.)"""
         placement, name = slot.placement, slot.spec.name
         for step in ladder(error.kind):
             if step is Step.LOWER_PRECISION:
-                lower = lower_precision(placement.engine, slot.spec.is_encoder, placement.dtype)
+                lower = engine.lower_precision(slot.spec.is_encoder, placement.dtype)
                 if lower is not None:
                     record(name, backend, step, f"{placement.dtype} -> {lower}")
                     await self._pool.reload_lower(slot, lower, error.message)

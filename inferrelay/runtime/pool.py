@@ -152,7 +152,7 @@ class ModelPool:
                 placed = spec.model_copy(update={"device": "cpu"}) if spec.name in self._on_cpu else spec
                 if key in self._lowered:
                     placed = placed.model_copy(update={"dtype": self._lowered[key]})
-                planned = await asyncio.to_thread(plan_load, placed, engine.name)
+                planned = await asyncio.to_thread(plan_load, placed, engine)
                 await self._make_room(spec, planned)
                 slot = await self._load_on(spec, engine, planned)
         except Exception as exc:
@@ -198,7 +198,7 @@ class ModelPool:
                 raise
             self.events.append(Event(utcnow(), spec.name, "moved_to_cpu", f"{planned.device}: {error.message}"))
             log.warning("%s ran out of memory on %s; loading it on the CPU", spec.name, planned.device)
-            cpu = await asyncio.to_thread(plan_load, spec.model_copy(update={"device": "cpu"}), engine.name)
+            cpu = await asyncio.to_thread(plan_load, spec.model_copy(update={"device": "cpu"}), engine)
             await self._make_room(spec, cpu)
             return await asyncio.to_thread(self._measured_load, spec, engine, cpu)
 

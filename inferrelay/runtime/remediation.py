@@ -15,8 +15,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from inferrelay.engines.base import Engine
-from inferrelay.engines.registry import engine_class
 from inferrelay.errors import ErrorKind
 from inferrelay.observe import tracing
 from inferrelay.outcome import Remedy, Step
@@ -35,15 +33,6 @@ LADDERS: dict[ErrorKind, tuple[Step, ...]] = {
 
 def ladder(kind: ErrorKind) -> tuple[Step, ...]:
     return LADDERS.get(kind, ())
-
-
-def lower_precision(engine: Engine | type[Engine] | str, is_encoder: bool, dtype: str) -> str | None:
-    """The engine's next lower precision for a model in `dtype` (`Engine.lower_precision`). A name is looked up
-    among the installed engine classes: for callers that hold only a name; prefer passing the engine."""
-    if isinstance(engine, str):
-        found = engine_class(engine)
-        return None if found is None else found.lower_precision(is_encoder, dtype)
-    return engine.lower_precision(is_encoder, dtype)
 
 
 _current: ContextVar[list[Remedy] | None] = ContextVar("inferrelay_remedies", default=None)

@@ -23,7 +23,6 @@ from inferrelay.errors import ErrorKind, InferrelayError
 from inferrelay.models.facts import ModelFacts, model_facts
 from inferrelay.runtime.defaults import default_engines
 from inferrelay.runtime.placement import estimate_for
-from inferrelay.runtime.remediation import lower_precision
 from inferrelay.server.app import create_app
 
 PLUGIN = "halfway"
@@ -93,10 +92,12 @@ def test_discovery_finds_the_plugin_beside_the_built_ins(engines: EngineRegistry
 
 
 def test_the_ladder_steps_down_by_the_plugins_own_precisions(installed: None) -> None:
-    assert lower_precision(PLUGIN, False, "float32") == "float16"  # by name, as the fallback walk asks today
-    assert lower_precision(HalfwayEngine(), False, "float16") == "int8"
-    assert lower_precision(PLUGIN, False, "int8") is None
-    assert lower_precision(PLUGIN, True, "float32") is None  # it declared no encoder steps
+    found = engine_class(PLUGIN)
+    assert found is HalfwayEngine
+    assert found.lower_precision(False, "float32") == "float16"
+    assert HalfwayEngine().lower_precision(False, "float16") == "int8"
+    assert found.lower_precision(False, "int8") is None
+    assert found.lower_precision(True, "float32") is None  # it declared no encoder steps
 
 
 def test_the_memory_estimate_follows_the_plugins_rule(installed: None, smollm2: ModelFacts) -> None:

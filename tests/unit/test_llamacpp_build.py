@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from inferrelay.engines.llamacpp_build import engine_build, installed_build, parse_system_info
+from inferrelay.engines.llamacpp import LlamaCppEngine
+from inferrelay.engines.llamacpp_build import installed_build, parse_system_info
+from inferrelay.engines.onnx import OnnxEngine
 
 # llama-cpp-python 0.3.36 built with GGML_NATIVE=ON on a Sapphire Rapids VM (the build that died with SIGILL)
 NATIVE = (
@@ -65,8 +67,7 @@ def test_other_backends_and_other_architectures() -> None:
 
 
 def test_an_engine_without_a_build_line() -> None:
-    assert engine_build("onnx") is None
-    assert engine_build("no-such-engine") is None
+    assert OnnxEngine.build() is None
 
 
 def test_the_installed_build_uses_no_avx512_or_amx() -> None:
@@ -75,7 +76,7 @@ def test_the_installed_build_uses_no_avx512_or_amx() -> None:
     assert build is not None
     assert build.beyond_baseline == [], f"{build.describe()}: rebuild with `make` (docs/engines.md)"
     assert build.portable
-    assert engine_build("llamacpp") == build.describe()
+    assert LlamaCppEngine.build() == build.describe()
 
 
 @pytest.mark.skipif(shutil.which("objdump") is None, reason="needs objdump (binutils)")
