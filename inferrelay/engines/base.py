@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 
 from inferrelay.capabilities import Capability
-from inferrelay.engines.decoding import IncrementalDetokenizer, StopScanner, plan_max_tokens
+from inferrelay.engines.decoding import (
+    IncrementalDetokenizer,
+    LogprobsByPiece,
+    StopScanner,
+    TokenLogprob,
+    plan_max_tokens,
+)
 from inferrelay.engines.memory_rule import AS_STORED, EngineMemory
 
 if TYPE_CHECKING:
@@ -45,6 +51,10 @@ class Sampling:
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int | None = None
+    presence_penalty: float = 0.0  # OpenAI's: subtracted once from a token generated already
+    frequency_penalty: float = 0.0  # OpenAI's: subtracted per time a token was generated already
+    logprobs: int | None = None
+    """Record each chosen token's log probability and this many likeliest alternatives; None: record none."""
 
     @property
     def greedy(self) -> bool:
@@ -68,7 +78,8 @@ class Feature(str, Enum):
     """What a request may need beyond plain text; each engine declares which it honours (Engine.honours)."""
 
     CONSTRAINT = "constraint"  # constrained decoding: response_format, and tool calls built on it
-    LOGPROBS = "logprobs"
+    LOGPROBS = "logprobs"  # each chosen token's log probability and the likeliest alternatives (Sampling.logprobs)
+    PENALTIES = "penalties"  # presence_penalty and frequency_penalty over the tokens generated
 
 
 @dataclass(frozen=True)
@@ -91,6 +102,8 @@ class Piece:
     finish_reason: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    logprobs: list[TokenLogprob] | None = None
+    """The log probabilities of the tokens that made `text`, when the request asked for them; else None."""
 
 
 @dataclass(frozen=True)
@@ -116,11 +129,14 @@ class TextModel(LoadedModel):
 
     def generate(self, request: GenerationRequest) -> Piece:
         parts: list[str] = []
+        logprobs: list[TokenLogprob] | None = None
         last = Piece("")
         for piece in self.stream(request):
             parts.append(piece.text)
+            if piece.logprobs is not None:
+                logprobs = [*(logprobs or []), *piece.logprobs]
             last = piece
-        return Piece("".join(parts), last.finish_reason, last.prompt_tokens, last.completion_tokens)
+        return Piece("".join(parts), last.finish_reason, last.prompt_tokens, last.completion_tokens, logprobs)
 
 
 class TokenTextModel(TextModel):
@@ -135,10 +151,16 @@ class TokenTextModel(TextModel):
     def generate_ids(self, ids: list[int], max_new: int, sampling: Sampling) -> Iterator[int]:
         """New token ids, ending early (without yielding it) at an end-of-generation token. An engine that
         honours Feature.CONSTRAINT also takes `constraint` (keeping to it, ending when it is complete); the
-        walk sends a constrained request to no other, and `stream` passes it only when there is one."""
+        walk sends a constrained request to no other, and `stream` passes it only when there is one. One that
+        honours Feature.LOGPROBS or PENALTIES runs each step's logits through decoding.LogitSteps, and yields
+        its ScoredTokens when `sampling.logprobs` asks for them."""
 
     @abc.abstractmethod
     def detokenize(self, ids: list[int]) -> str: ...
+
+    def token_bytes(self, token: int) -> bytes:
+        """The bytes of one token, for its log probability's record; engines that can say better override it."""
+        return self.detokenize([token]).encode()
 
     def stream(self, request: GenerationRequest) -> Iterator[Piece]:
         ids = self.encode(request)
@@ -146,6 +168,7 @@ class TokenTextModel(TextModel):
         max_new = plan_max_tokens(len(ids), request.max_tokens, self.context_length, param)
         text = IncrementalDetokenizer(self.detokenize)
         stops = StopScanner(request.stop)
+        logprobs = LogprobsByPiece(request.sampling.logprobs is not None, self.token_bytes)
         count = 0
         stopped = False
         if request.constraint is None:
@@ -154,18 +177,19 @@ class TokenTextModel(TextModel):
             tokens = self.generate_ids(ids, max_new, request.sampling, request.constraint)  # type: ignore[call-arg]
         for token in tokens:
             count += 1
+            logprobs.add(token)
             piece, stopped = stops.feed(text.push(token))
             if piece:
-                yield Piece(piece)
+                yield Piece(piece, logprobs=logprobs.take())
             if stopped:
                 break
         if not stopped:
             tail, stopped = stops.feed(text.flush())
             rest = tail if stopped else tail + stops.flush()
             if rest:
-                yield Piece(rest)
+                yield Piece(rest, logprobs=logprobs.take())
         finish = "stop" if stopped or count < max_new else "length"
-        yield Piece("", finish, len(ids), count)
+        yield Piece("", finish, len(ids), count, logprobs.take())  # any tokens that made no text of their own
 
 
 class EmbeddingModel(LoadedModel):

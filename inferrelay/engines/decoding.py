@@ -1,10 +1,19 @@
-"""Engine-independent decoding steps: token budget, incremental text, stop strings."""
+"""Engine-independent decoding steps: token budget, incremental text, stop strings, and what each step does to
+the logits (penalties) and records of them (log probabilities), the same in every local engine."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from inferrelay.errors import ErrorKind, InferrelayError
+
+if TYPE_CHECKING:
+    from inferrelay.engines.base import Sampling
 
 DEFAULT_MAX_TOKENS = 512
 """Answer length when the caller gives no max_tokens (documented in docs/api.md)."""
@@ -112,3 +121,122 @@ def _overlap(text: str, stop: str) -> int:
         if stop.startswith(text[-size:]):
             return size
     return 0
+
+
+class ScoredToken(int):
+    """A chosen token id that carries its log probability under the model and the likeliest alternatives
+    ((id, log probability), most likely first): what `generate_ids` yields when logprobs are asked for."""
+
+    logprob: float
+    top: tuple[tuple[int, float], ...]
+
+    def __new__(cls, token: int, logprob: float, top: tuple[tuple[int, float], ...]) -> ScoredToken:
+        scored = super().__new__(cls, token)
+        scored.logprob, scored.top = logprob, top
+        return scored
+
+
+class LogitSteps:
+    """One request's work on each step's logits, shared by the engines so that they agree: the log probabilities
+    are read from the model's own distribution (the raw logits' log-softmax, before penalties, temperature, top_p
+    or a constraint's mask), then OpenAI's penalties are subtracted over the tokens generated so far."""
+
+    def __init__(self, sampling: Sampling) -> None:
+        self._presence = sampling.presence_penalty
+        self._frequency = sampling.frequency_penalty
+        self._top = sampling.logprobs
+        self._counts: Counter[int] = Counter()
+        self._raw: np.ndarray | None = None
+        self._norm = 0.0
+
+    @property
+    def active(self) -> bool:
+        """Whether the logits need reading at all; when not, an engine can leave them where they are."""
+        return self._top is not None or bool(self._presence or self._frequency)
+
+    def adjust(self, logits: np.ndarray) -> np.ndarray:
+        """One step's logits (a float row in token order): recorded when logprobs are asked for, then penalized,
+        in place."""
+        if self._top is not None:
+            self._raw = np.array(logits, dtype=np.float32)
+            high = float(self._raw.max())
+            self._norm = high + float(np.log(np.exp(self._raw.astype(np.float64) - high).sum()))
+        if self._counts and (self._presence or self._frequency):
+            ids = np.fromiter(self._counts.keys(), dtype=np.int64)
+            counts = np.fromiter(self._counts.values(), dtype=np.float64)
+            logits[ids] -= (self._presence + self._frequency * counts).astype(logits.dtype)
+        return logits
+
+    def chosen(self, token: int) -> int:
+        """The token the engine picked, counted for the penalties; a ScoredToken when logprobs are asked for."""
+        self._counts[token] += 1
+        if self._top is None or self._raw is None:
+            return token
+        raw, norm = self._raw, self._norm
+        top: tuple[tuple[int, float], ...] = ()
+        if self._top:
+            k = min(self._top, len(raw))
+            best = np.argpartition(-raw, k - 1)[:k]
+            best = best[np.lexsort((best, -raw[best]))]  # most likely first, ties by id: the same every time
+            top = tuple((int(i), float(raw[i]) - norm) for i in best)
+        return ScoredToken(token, float(raw[token]) - norm, top)
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A token's text, bytes and log probability, with its step's likeliest alternatives (OpenAI's logprobs)."""
+
+    token: str
+    bytes: bytes
+    logprob: float
+    top: tuple[TokenLogprob, ...] = ()
+
+
+class LogprobsByPiece:
+    """Token log probabilities held until the text they made is sent, so that each piece carries its own
+    tokens' (a token whose text is held back, half a character or a possible stop string, waits)."""
+
+    def __init__(self, wanted: bool, token_bytes: Callable[[int], bytes]) -> None:
+        self._wanted = wanted
+        self._bytes = token_bytes
+        self._held: list[TokenLogprob] = []
+
+    def add(self, token: int) -> None:
+        if self._wanted and isinstance(token, ScoredToken):
+            top = tuple(self._describe(i, logprob) for i, logprob in token.top)
+            self._held.append(self._describe(token, token.logprob, top))
+
+    def take(self) -> list[TokenLogprob] | None:
+        """The held records, now sent; None when the request did not ask for logprobs."""
+        if not self._wanted:
+            return None
+        held, self._held = self._held, []
+        return held
+
+    def _describe(self, token: int, logprob: float, top: tuple[TokenLogprob, ...] = ()) -> TokenLogprob:
+        raw = self._bytes(int(token))
+        return TokenLogprob(raw.decode("utf-8", errors="replace"), raw, logprob, top)
+
+
+def _byte_level_alphabet() -> dict[str, int]:
+    """GPT-2's byte-level BPE alphabet: the printable character that stands for each byte in a vocabulary."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            chars[chr(byte)] = byte
+        else:
+            chars[chr(256 + extra)] = byte
+            extra += 1
+    return chars
+
+
+BYTE_LEVEL = _byte_level_alphabet()
+
+
+def byte_level_bytes(vocabulary_entry: str) -> bytes | None:
+    """The bytes a byte-level BPE vocabulary entry ("Ġthe") stands for; None when it is not byte-level (a
+    SentencePiece "▁the", a special token's name is still read as bytes, which is harmless)."""
+    if not all(c in BYTE_LEVEL for c in vocabulary_entry):
+        return None
+    return bytes(BYTE_LEVEL[c] for c in vocabulary_entry)

@@ -26,8 +26,8 @@ from inferrelay.engines.base import (
     TokenTextModel,
 )
 from inferrelay.engines.chat_template import render_chat
-from inferrelay.engines.constrained import GuideMaker, llama_tokenizer
-from inferrelay.engines.decoding import check_input_lengths
+from inferrelay.engines.constrained import GuideMaker, TokenGuide, llama_tokenizer
+from inferrelay.engines.decoding import LogitSteps, check_input_lengths
 from inferrelay.engines.devices import choose_device
 from inferrelay.engines.llamacpp_build import describe_installed
 from inferrelay.engines.memory_rule import MIB, STORED, EngineMemory
@@ -41,7 +41,7 @@ class LlamaCppEngine(Engine):
     name = "llamacpp"
     capabilities = frozenset({Capability.CHAT, Capability.COMPLETION, Capability.EMBEDDINGS})
     reads = frozenset({"gguf"})
-    honours = frozenset({Feature.CONSTRAINT})
+    honours = frozenset({Feature.CONSTRAINT, Feature.LOGPROBS, Feature.PENALTIES})
     memory = EngineMemory(STORED, STORED, 2, 32 * MIB, 32 * MIB)  # the GGUF as stored; f16 KV cache by default
     default_for = frozenset({("gguf", "decoder")})
     preference = 10
@@ -117,6 +117,7 @@ class LlamaTextModel(TokenTextModel):
         self, ids: list[int], max_new: int, sampling: Sampling, constraint: Constraint | None = None
     ) -> Iterator[int]:
         guide = self._guides.start(constraint)
+        steps = LogitSteps(sampling)
         # Without a seed each request draws afresh; llama.cpp would otherwise reuse its last seed.
         seed = sampling.seed_within(32)
         self._llm.set_seed(seed if seed is not None else random.randrange(2**32))
@@ -128,12 +129,12 @@ class LlamaTextModel(TokenTextModel):
             top_k=0,
             min_p=0.0,
             repeat_penalty=1.0,
-            logits_processor=[guide.llama_processor()] if guide else None,
+            logits_processor=_processors(steps, guide),
         )
         for produced, token in enumerate(tokens, start=1):
             if self._is_eog(token):
                 return
-            yield token
+            yield steps.chosen(token)
             if produced >= max_new or (guide and guide.advance(token)):
                 return
 
@@ -149,6 +150,9 @@ class LlamaTextModel(TokenTextModel):
 
     def detokenize(self, ids: list[int]) -> str:
         return self._llm.detokenize(ids).decode("utf-8", errors="replace")
+
+    def token_bytes(self, token: int) -> bytes:
+        return bytes(self._llm.detokenize([token]))
 
     def _token_text(self, token: int) -> str:
         return "" if token < 0 else self._llm.detokenize([token], special=True).decode("utf-8", "replace")
@@ -172,6 +176,15 @@ class LlamaEmbeddingModel(EmbeddingModel):
 
     def close(self) -> None:
         self._llm.close()
+
+
+def _processors(steps: LogitSteps, guide: TokenGuide | None) -> list[Any] | None:
+    """Llama.generate's logits processors, each given the step's raw logits row in token order: the shared
+    steps first (log probabilities of the raw row, penalties), then the constraint's mask; None when neither."""
+    processors = [lambda _ids, scores: steps.adjust(scores)] if steps.active else []
+    if guide:
+        processors.append(guide.llama_processor())
+    return processors or None
 
 
 def _eog_check(llm: Any) -> Any:

@@ -35,7 +35,7 @@ from inferrelay.engines.base import (
 )
 from inferrelay.engines.chat_template import template_errors
 from inferrelay.engines.constrained import PARAM, genai_guidance
-from inferrelay.engines.decoding import check_input_lengths
+from inferrelay.engines.decoding import LogitSteps, byte_level_bytes, check_input_lengths
 from inferrelay.engines.devices import choose_device
 from inferrelay.engines.memory_rule import DTYPE, MIB, EngineMemory
 from inferrelay.engines.onnx_export import DECODER_PRECISION, ENCODER_VERSION
@@ -52,7 +52,7 @@ class OnnxEngine(Engine):
     name = "onnx"
     capabilities = frozenset({Capability.CHAT, Capability.COMPLETION, Capability.EMBEDDINGS})
     reads = frozenset({"gguf", "hf_folder", "sentence_transformers", "onnx"})
-    honours = frozenset({Feature.CONSTRAINT})
+    honours = frozenset({Feature.CONSTRAINT, Feature.LOGPROBS, Feature.PENALTIES})
     memory = EngineMemory(1, DTYPE, 4, 64 * MIB, 32 * MIB)  # int8 decoder exports; encoders fp32, or int8 on request
     precision_steps = (("encoder", "float32", "int8"),)  # int8 weights; the decoder exports are int8 already
     default_for = frozenset(
@@ -165,6 +165,8 @@ class GenAIDecoder(TokenTextModel):
                 hint=f"the cached export is damaged: delete {folder} and it is rebuilt on next use",
             ) from exc
         self._tokenizer = self._og.Tokenizer(self._model)
+        vocabulary = folder / "tokenizer.json"
+        self._vocabulary = require(*TOKENIZERS).Tokenizer.from_file(str(vocabulary)) if vocabulary.exists() else None
         config = json.loads((folder / "genai_config.json").read_text())["model"]
         eos = config.get("eos_token_id", [])
         self._eos = set(eos if isinstance(eos, list) else [eos])
@@ -190,12 +192,16 @@ class GenAIDecoder(TokenTextModel):
         params.set_search_options(**options)
         generator = self._generator(params, constraint)
         generator.append_tokens(ids)
+        steps = LogitSteps(sampling)
         while not generator.is_done():
+            if steps.active:  # the raw row out, penalized back in; genai's guidance and sampling come after
+                logits = generator.get_logits()
+                generator.set_logits(steps.adjust(logits.reshape(-1)).reshape(logits.shape))
             generator.generate_next_token()
             token = int(generator.get_next_tokens()[0])
             if token in self._eos:
                 return
-            yield token
+            yield steps.chosen(token)
 
     def _generator(self, params: Any, constraint: Constraint | None) -> Any:
         """genai's generator, with its own llguidance masking each step and ending at the grammar's end."""
@@ -213,3 +219,9 @@ class GenAIDecoder(TokenTextModel):
 
     def detokenize(self, ids: list[int]) -> str:
         return str(self._tokenizer.decode(np.asarray(ids, dtype=np.int32)))
+
+    def token_bytes(self, token: int) -> bytes:
+        """A byte-level vocabulary's entry (tokenizer.json beside the export) holds a token's exact bytes."""
+        entry = self._vocabulary.id_to_token(token) if self._vocabulary is not None else None
+        exact = byte_level_bytes(entry) if entry is not None else None
+        return exact if exact is not None else super().token_bytes(token)

@@ -27,7 +27,7 @@ from inferrelay.engines.base import (
 )
 from inferrelay.engines.chat_template import template_errors
 from inferrelay.engines.constrained import GuideMaker, hf_tokenizer
-from inferrelay.engines.decoding import check_input_lengths
+from inferrelay.engines.decoding import LogitSteps, byte_level_bytes, check_input_lengths
 from inferrelay.engines.devices import choose_device, pick_dtype
 from inferrelay.engines.memory_rule import DTYPE, MIB, EngineMemory
 from inferrelay.engines.optional import probe_imports, require
@@ -45,7 +45,7 @@ class TorchEngine(Engine):
     name = "torch"
     capabilities = frozenset({Capability.CHAT, Capability.COMPLETION, Capability.EMBEDDINGS})
     reads = frozenset({"gguf", "hf_folder", "sentence_transformers"})
-    honours = frozenset({Feature.CONSTRAINT})
+    honours = frozenset({Feature.CONSTRAINT, Feature.LOGPROBS, Feature.PENALTIES})
     memory = EngineMemory(DTYPE, DTYPE, DTYPE, 128 * MIB, 32 * MIB)
     precision_steps = (("decoder", "float32", "bfloat16"), ("encoder", "float32", "bfloat16"))
     default_for = frozenset(
@@ -156,6 +156,7 @@ class TorchDecoder(Wrappable, TokenTextModel):
         import torch
 
         guide = self._guides.start(constraint)
+        steps = LogitSteps(sampling)
         generator = torch.Generator(device=self._device)
         if sampling.seed is not None:
             generator.manual_seed(sampling.seed)
@@ -168,16 +169,23 @@ class TorchDecoder(Wrappable, TokenTextModel):
                 out = self._model(input_ids=inputs, past_key_values=past, use_cache=True)
                 past = out.past_key_values
                 logits = out.logits[0, -1].float()
+                if steps.active:  # on a CPU the same memory throughout; from a GPU, one row there and back
+                    logits = torch.from_numpy(steps.adjust(logits.cpu().numpy())).to(logits.device)
                 token = _pick(guide.mask_torch(logits) if guide else logits, sampling, generator)
                 if token in self._eos:
                     return
-                yield token
+                yield steps.chosen(token)
                 if guide and guide.advance(token):
                     return  # the grammar is complete: the answer ends here ("stop")
                 inputs = torch.tensor([[token]], device=self._device)
 
     def detokenize(self, ids: list[int]) -> str:
         return str(self._tokenizer.decode(ids, skip_special_tokens=True))
+
+    def token_bytes(self, token: int) -> bytes:
+        """A byte-level vocabulary's entry holds a token's exact bytes, half a character included."""
+        exact = byte_level_bytes(str(self._tokenizer.convert_ids_to_tokens(token)))
+        return exact if exact is not None else super().token_bytes(token)
 
 
 def _pick(logits: Any, sampling: Sampling, generator: Any) -> int:
