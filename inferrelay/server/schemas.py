@@ -22,8 +22,6 @@ NO_LOCAL_ENGINE = {
     "echo": "the prompt echoed back",
     "best_of": "best of several completions",
     "suffix": "a suffix after the completion",
-    "presence_penalty": "a presence penalty",
-    "frequency_penalty": "a frequency penalty",
 }
 """Parameters no local engine honours: a request with one goes to the remote steps that receive it as sent."""
 
@@ -73,14 +71,19 @@ class GenerationParams(OpenAIRequest):
     stream_options: dict[str, bool] | None = None
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
-    logprobs: bool = False
-    top_logprobs: int | None = Field(default=None, ge=0, le=20)
     logit_bias: dict[str, float] | None = None
+
+    def wanted_logprobs(self) -> int | None:
+        """How many alternatives each token's log probability comes with; None: no log probabilities."""
+        return None
 
     def needs(self) -> Needs:
         wanted = list(super().needs().items)
-        if self.logprobs or self.top_logprobs:
+        if self.wanted_logprobs() is not None:
             wanted.append(Need("logprobs", "log probabilities", frozenset({Feature.LOGPROBS})))
+        for penalty in ("presence_penalty", "frequency_penalty"):
+            if getattr(self, penalty):
+                wanted.append(Need(penalty, penalty.replace("_", " "), frozenset({Feature.PENALTIES})))
         if self.n > 1 and self.stream:
             wanted.append(Need("n", "several choices in one stream", None))  # local: several choices, not streamed
         return Needs(tuple(wanted))
@@ -114,7 +117,14 @@ class GenerationParams(OpenAIRequest):
         return GenerationRequest(
             max_tokens=self.max_completion_tokens or self.max_tokens,
             stop=stop,
-            sampling=Sampling(self.temperature, self.top_p, self.seed),
+            sampling=Sampling(
+                self.temperature,
+                self.top_p,
+                self.seed,
+                self.presence_penalty,
+                self.frequency_penalty,
+                self.wanted_logprobs(),
+            ),
             **prompt,
         )
 
@@ -234,6 +244,12 @@ class ChatCompletionRequest(GenerationParams):
     functions: Any = None
     function_call: Any = None
     response_format: ResponseFormat | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+
+    def wanted_logprobs(self) -> int | None:
+        """top_logprobs alone also asks for them (OpenAI refuses it without logprobs; it is meant all the same)."""
+        return (self.top_logprobs or 0) if self.logprobs or self.top_logprobs else None
 
     def needs(self) -> Needs:
         wanted = list(super().needs().items)
@@ -265,6 +281,10 @@ class CompletionRequest(GenerationParams):
     echo: bool = False
     best_of: int | None = None
     suffix: str | None = None
+    logprobs: int | None = Field(default=None, ge=0, le=5)  # the legacy API's: how many alternatives per token
+
+    def wanted_logprobs(self) -> int | None:
+        return self.logprobs
 
     @field_validator("prompt")
     @classmethod

@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 from inferrelay.engines.base import Piece
+from inferrelay.engines.decoding import TokenLogprob
 
 
 class ResponseShape:
@@ -40,20 +41,52 @@ class ResponseShape:
             choice = {"index": 0, "message": {"role": "assistant", "content": piece.text}}
         else:
             choice = {"index": 0, "text": piece.text, "logprobs": None}
+        if piece.logprobs is not None:
+            choice["logprobs"] = self.logprobs(piece.logprobs)
         choice["finish_reason"] = piece.finish_reason
         body = self._envelope("chat.completion" if self.chat else "text_completion", [choice])
         return body | {"usage": self.usage(piece)}
 
-    def chunk(self, text: str | None, finish: str | None = None, role: bool = False) -> dict[str, Any]:
+    def chunk(
+        self,
+        text: str | None,
+        finish: str | None = None,
+        role: bool = False,
+        logprobs: list[TokenLogprob] | None = None,
+        offset: int = 0,
+    ) -> dict[str, Any]:
+        """One stream chunk; `logprobs` are its text's tokens', `offset` where its text starts in the answer."""
         if self.chat:
             delta: dict[str, str] = {"role": "assistant"} if role else {}
             if text:
                 delta["content"] = text
-            choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+            choice: dict[str, Any] = {"index": 0, "delta": delta}
+            if logprobs is not None:
+                choice["logprobs"] = self.logprobs(logprobs)
+            choice["finish_reason"] = finish
             return self._envelope("chat.completion.chunk", [choice])
-        return self._envelope(
-            "text_completion", [{"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}]
-        )
+        choice = {"index": 0, "text": text or "", "logprobs": self.logprobs(logprobs, offset), "finish_reason": finish}
+        return self._envelope("text_completion", [choice])
+
+    def logprobs(self, tokens: list[TokenLogprob] | None, offset: int = 0) -> dict[str, Any] | None:
+        """OpenAI's logprobs object: chat's `content` list, or the legacy completion's four parallel lists (its
+        top_logprobs always hold the chosen token too, as OpenAI's do; text_offset counts from the answer's start,
+        the prompt not echoed)."""
+        if tokens is None:
+            return None
+        if self.chat:
+            content = [_entry(t) | {"top_logprobs": [_entry(alt) for alt in t.top]} for t in tokens]
+            return {"content": content, "refusal": None}
+        offsets = []
+        for t in tokens:
+            offsets.append(offset)
+            offset += len(t.token)
+        return {
+            "tokens": [t.token for t in tokens],
+            "token_logprobs": [t.logprob for t in tokens],
+            "top_logprobs": [{alt.token: alt.logprob for alt in (*t.top, t)} for t in tokens],
+            "text_offset": offsets,
+        }
 
     def calls_chunk(self, calls: list[dict[str, Any]]) -> dict[str, Any]:
         """The calls as one delta each, in OpenAI's streamed shape (index, id, type, name and arguments)."""
@@ -64,6 +97,10 @@ class ResponseShape:
     def usage_chunk(self, piece: Piece) -> dict[str, Any]:
         obj = "chat.completion.chunk" if self.chat else "text_completion"
         return self._envelope(obj, []) | {"usage": self.usage(piece)}
+
+
+def _entry(token: TokenLogprob) -> dict[str, Any]:
+    return {"token": token.token, "logprob": token.logprob, "bytes": list(token.bytes)}
 
 
 def sse_event(payload: dict[str, Any]) -> str:

@@ -17,12 +17,14 @@ async def local_events(
     include_usage: bool,
     on_last: Callable[[Piece], None],
 ) -> AsyncIterator[str]:
+    """Each piece as a chunk, with the log probabilities of its own tokens when they were asked for."""
     if shape.chat:
         yield sse_event(shape.chunk(None, role=True))
-    piece = first
+    piece, offset = first, 0
     while True:
-        if piece.text:
-            yield sse_event(shape.chunk(piece.text))
+        if piece.text or piece.logprobs:
+            yield sse_event(shape.chunk(piece.text, logprobs=piece.logprobs, offset=offset))
+            offset += len(piece.text)
         if piece.finish_reason:
             on_last(piece)
             yield sse_event(shape.chunk(None, finish=piece.finish_reason))
@@ -42,10 +44,12 @@ async def local_call_events(
 ) -> AsyncIterator[str]:
     """With tools, the answer is read whole before it is sent: as tool_calls deltas when it is a call, else as
     text. (A call cannot be told from text token by token.)"""
-    texts, piece = [first.text], first
+    texts, logprobs, piece = [first.text], first.logprobs, first
     while not piece.finish_reason:
         piece = await anext(rest)
         texts.append(piece.text)
+        if piece.logprobs is not None:
+            logprobs = [*(logprobs or []), *piece.logprobs]
     on_last(piece)
     text = "".join(texts)
     calls = [c.as_openai() for c in plan.read(text)]
@@ -53,7 +57,7 @@ async def local_call_events(
     if calls:
         yield sse_event(shape.calls_chunk(calls))
     elif text:
-        yield sse_event(shape.chunk(text))
+        yield sse_event(shape.chunk(text, logprobs=logprobs))
     yield sse_event(shape.chunk(None, finish="tool_calls" if calls else piece.finish_reason))
     if include_usage:
         yield sse_event(shape.usage_chunk(piece))
