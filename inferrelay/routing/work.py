@@ -61,11 +61,13 @@ def _as(model: LoadedModel, kind: type[Any]) -> Any:
 
 
 async def generate_several(slot: LoadedSlot, generation: GenerationRequest, n: int) -> list[Piece]:
-    """`n` answers to one request (OpenAI's `n`), one after another; a seeded request seeds choice i with
-    seed + i, so each choice differs where sampling does and the whole answer repeats."""
-    pieces = []
-    for i in range(n):
-        seed = generation.sampling.seed
-        sampling = replace(generation.sampling, seed=None if seed is None else seed + i)
-        pieces.append(await generate(slot, replace(generation, sampling=sampling)))
-    return pieces
+    """`n` answers to one request (OpenAI's `n`), one after another in one turn of the model's queue; a seeded
+    request seeds choice i with seed + i, so each choice differs where sampling does and the whole answer
+    repeats."""
+    model: TextModel = _as(slot.model, TextModel)
+    seed = generation.sampling.seed
+    requests = [
+        replace(generation, sampling=replace(generation.sampling, seed=None if seed is None else seed + i))
+        for i in range(n)
+    ]
+    return await slot.call(lambda: [model.generate(request) for request in requests])
