@@ -299,5 +299,6 @@ def _usage(usage: dict[str, Any] | None) -> dict[str, Any] | None:
     inputs, outputs = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
     return {
         "input_tokens": inputs, "output_tokens": outputs, "total_tokens": inputs + outputs,
-        "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0},
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": 0},
     }  # fmt: skip

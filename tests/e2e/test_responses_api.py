@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import openai
 import pytest
+from openai.lib.streaming.responses import ResponseStreamState
+from openai.types.responses import ResponseStreamEvent
+from pydantic import TypeAdapter
 
 from inferrelay.config.embedded import SMOLLM2
+from inferrelay.server.responses import ResponsesRequest, ResponseWriter
 
 pytestmark = pytest.mark.slow
 
@@ -171,3 +177,51 @@ def test_malformed_function_items_and_hosted_tool_choices_are_400s(client: opena
     with pytest.raises(openai.BadRequestError) as hosted:
         client.responses.create(model=SMOLLM2.name, input=ASK, tools=[WEATHER], tool_choice={"type": "web_search"})  # type: ignore[arg-type]
     assert "tool_choice" in hosted.value.message
+
+
+def test_a_remote_streams_split_deltas_become_one_item_each_in_order() -> None:
+    """A remote upstream streams text, then two calls whose arguments come in fragments: each becomes one item,
+    read by the SDK's own stream state without complaint (no model here: the chat chunks are OpenAI's shapes)."""
+
+    def chunk(delta: dict[str, Any]) -> str:
+        return "data: " + json.dumps({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta}]})
+
+    def call(index: int, *, first: bool, arguments: str) -> dict[str, Any]:
+        head = {"id": f"call_{index}", "type": "function", "function": {"name": "get_weather"}} if first else {}
+        return {
+            "tool_calls": [{"index": index, **head, "function": {**head.get("function", {}), "arguments": arguments}}]
+        }
+
+    chat = [
+        chunk({"role": "assistant", "content": "Looking"}), chunk({"content": " it up."}),
+        chunk(call(0, first=True, arguments="")), chunk(call(0, first=False, arguments='{"city": "Par')),
+        chunk(call(1, first=True, arguments='{"city": "Lyon", ')), chunk(call(0, first=False, arguments='is"}')),
+        chunk(call(1, first=False, arguments='"unit": "celsius"}')),
+        "data: " + json.dumps({"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 11}}), "data: [DONE]",
+    ]  # fmt: skip
+
+    async def upstream() -> AsyncIterator[str]:
+        for event in chat:
+            yield event + "\n\n"
+
+    async def rewrite() -> list[str]:
+        writer = ResponseWriter(ResponsesRequest(model="remote", input=ASK, tools=[WEATHER], stream=True))
+        return [event async for event in writer.stream(upstream())]
+
+    reader = TypeAdapter[Any](ResponseStreamEvent)
+    events = [reader.validate_json(e.split("data: ", 1)[1]) for e in asyncio.run(rewrite())]
+    state = ResponseStreamState(input_tools=[WEATHER], text_format=openai.omit)
+    for event in events:
+        state.handle_event(event)
+    assert [e.sequence_number for e in events] == list(range(1, len(events) + 1))
+    final = events[-1].response
+    assert events[-1].type == "response.completed"
+    assert [item.type for item in final.output] == ["message", "function_call", "function_call"]
+    assert final.output_text == "Looking it up."
+    assert [(c.call_id, json.loads(c.arguments)) for c in final.output[1:]] == [
+        ("call_0", {"city": "Paris"}), ("call_1", {"city": "Lyon", "unit": "celsius"})
+    ]  # fmt: skip
+    done = [e for e in events if e.type == "response.function_call_arguments.done"]
+    assert [(e.output_index, e.arguments) for e in done] == [(i, c.arguments) for i, c in enumerate(final.output) if i]
+    assert final.usage is not None
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (7, 11)
