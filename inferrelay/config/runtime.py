@@ -36,6 +36,13 @@ class RuntimeSettings(Strict):
         description="requests that may wait for a loaded model beyond those it runs; one more is refused at once "
         "(kind overloaded: the next step serves, or 429). A model's own max_queue overrides it",
     )
+    embed_batch_wait_ms: float = Field(
+        default=2.0,
+        ge=0,
+        le=1000,
+        description="dynamic batching of embeddings: how long a gathered call may wait for more concurrent requests "
+        "to the same model (at most a batch of 32 inputs); 0 gathers only what is already waiting",
+    )
     metrics: bool = Field(default=True, description="Prometheus metrics at GET /metrics")
     request_log: bool = Field(default=True, description="one row per request in $INFERRELAY_HOME/requests.sqlite3")
     request_log_retention: Duration = Field(default=7 * 86400.0, description="rows older than this are deleted")

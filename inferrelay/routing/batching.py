@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
@@ -17,6 +18,21 @@ EMBED_BATCH = 32
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class Embedded:
+    """Many texts embedded, with each text's share of the prompt tokens.
+
+    Engines count a batch's tokens as one sum (`Embeddings.prompt_tokens`), so a text's share is exact where it
+    was embedded alone and split by characters where it shared a batch; the shares always add up to the count.
+    """
+
+    vectors: np.ndarray
+    shares: np.ndarray  # float64, one per text
+
+    def tokens(self, start: int = 0, stop: int | None = None) -> float:
+        return float(self.shares[start:stop].sum())
+
+
 def embed_sorted(
     model: EmbeddingModel,
     texts: list[str],
@@ -27,9 +43,20 @@ def embed_sorted(
 
     `before_batch` sees each batch first, and may refuse it (the runtime's memory check does).
     """
+    embedded = embed_counted(model, texts, batch_size, before_batch)
+    return Embeddings(embedded.vectors, round(embedded.tokens()))
+
+
+def embed_counted(
+    model: EmbeddingModel,
+    texts: list[str],
+    batch_size: int = EMBED_BATCH,
+    before_batch: Callable[[list[str]], None] | None = None,
+) -> Embedded:
+    """`embed_sorted`, keeping each text's share of the tokens (dynamic batching splits usage per caller)."""
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     vectors: np.ndarray | None = None
-    tokens = 0
+    shares = np.zeros(len(texts), dtype=np.float64)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         batch = [texts[i] for i in chunk]
@@ -42,9 +69,10 @@ def embed_sorted(
         if vectors is None:
             vectors = np.empty((len(texts), out.vectors.shape[1]), dtype=np.float32)
         vectors[chunk] = out.vectors
-        tokens += out.prompt_tokens
+        weights = np.array([max(len(text), 1) for text in batch], dtype=np.float64)
+        shares[chunk] = out.prompt_tokens * weights / weights.sum()
     assert vectors is not None, "embed_sorted needs at least one text"
-    return Embeddings(vectors, tokens)
+    return Embedded(vectors, shares)
 
 
 class Halving:

@@ -1,8 +1,9 @@
 """What a request does on a loaded local model: a whole answer, a stream of pieces, embeddings.
 
-Each runs on the slot's own worker (runtime/slots.py). Embeddings pass the
-runtime's memory check batch by batch and halve the batch on out of memory
-(routing/batching.py), recording each halving as a remedy of the request.
+Each runs on the slot's own worker (runtime/slots.py). Concurrent embeddings
+requests are gathered into one call (routing/coalesce.py); their batches pass
+the runtime's memory check one by one and halve on out of memory
+(routing/batching.py), each halving recorded as a remedy of the requests in it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Any
 from inferrelay.engines.base import EmbeddingModel, Embeddings, GenerationRequest, LoadedModel, Piece, TextModel
 from inferrelay.errors import ErrorKind, InferrelayError
 from inferrelay.outcome import Step
-from inferrelay.routing.batching import EMBED_BATCH, Halving, embed_sorted
+from inferrelay.routing.batching import EMBED_BATCH, embed_counted
+from inferrelay.routing.coalesce import EmbedCoalescer, EmbedRun, coalescer_for
 from inferrelay.runtime.memory import DTYPE_BYTES, encoder_activations
 from inferrelay.runtime.placement import facts_for
 from inferrelay.runtime.pool import ModelPool
@@ -33,7 +35,21 @@ def stream(slot: LoadedSlot, generation: GenerationRequest) -> WorkerStream[Piec
 
 
 async def embed(pool: ModelPool, slot: LoadedSlot, texts: list[str]) -> Embeddings:
-    model: EmbeddingModel = _as(slot.model, EmbeddingModel)
+    """Gathered with the other embeddings requests to this model into one call (routing/coalesce.py)."""
+    _as(slot.model, EmbeddingModel)
+    coalescer = coalescer_for(slot, lambda: EmbedCoalescer(slot, _runner(pool, slot), EMBED_BATCH, _wait_s(pool)))
+    answer = await coalescer.embed(texts)
+    for size, half in answer.halvings:  # recorded here, on the request's task, where its remedies are kept
+        record(slot.spec.name, f"local/{slot.placement.engine}", Step.SMALLER_BATCH, f"{size} -> {half}")
+    if answer.error is not None:
+        raise answer.error
+    assert answer.embeddings is not None
+    return answer.embeddings
+
+
+def _runner(pool: ModelPool, slot: LoadedSlot) -> EmbedRun:
+    """Length-sorted batches on the slot's worker, each passing the runtime's memory check first. The model is
+    read at each call: a closed slot's engine objects must not be kept alive by its coalescer."""
     facts = facts_for(slot.spec.source)
     element_bytes = DTYPE_BYTES.get(slot.placement.dtype, DTYPE_BYTES["float32"])
 
@@ -43,13 +59,12 @@ async def embed(pool: ModelPool, slot: LoadedSlot, texts: list[str]) -> Embeddin
                 slot, encoder_activations(facts, batch, element_bytes), f"a batch of {len(batch)} inputs"
             )
 
-    halvings: list[tuple[int, int]] = []  # recorded here, on the request's task, where its remedies are kept
-    halving = Halving(EMBED_BATCH, lambda size, half: halvings.append((size, half)))
-    try:
-        return await slot.call(lambda: halving(lambda size: embed_sorted(model, texts, size, admit)))
-    finally:
-        for size, half in halvings:
-            record(slot.spec.name, f"local/{slot.placement.engine}", Step.SMALLER_BATCH, f"{size} -> {half}")
+    return lambda texts, size: embed_counted(_as(slot.model, EmbeddingModel), texts, size, admit)
+
+
+def _wait_s(pool: ModelPool) -> float:
+    # The pool holds the runtime settings; it has no public accessor for them yet.
+    return pool._runtime.embed_batch_wait_ms / 1000
 
 
 def _as(model: LoadedModel, kind: type[Any]) -> Any:
