@@ -21,6 +21,7 @@ from inferrelay.capabilities import Capability
 from inferrelay.engines.decoding import (
     IncrementalDetokenizer,
     LogprobsByPiece,
+    Sampling,
     StopScanner,
     TokenLogprob,
     plan_max_tokens,
@@ -44,25 +45,6 @@ class ProbeResult:
     reason: str
     checked_at: datetime = field(default_factory=utcnow)
     error: InferrelayError | None = None
-
-
-@dataclass(frozen=True)
-class Sampling:
-    temperature: float = 1.0
-    top_p: float = 1.0
-    seed: int | None = None
-    presence_penalty: float = 0.0  # OpenAI's: subtracted once from a token generated already
-    frequency_penalty: float = 0.0  # OpenAI's: subtracted per time a token was generated already
-    logprobs: int | None = None
-    """Record each chosen token's log probability and this many likeliest alternatives; None: record none."""
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0.0
-
-    def seed_within(self, bits: int) -> int | None:
-        """The seed folded into an engine's narrower range (llama.cpp: 32 bits, genai: 31)."""
-        return None if self.seed is None else self.seed % (1 << bits)
 
 
 @dataclass(frozen=True)
@@ -90,7 +72,7 @@ class GenerationRequest:
     prompt: str | None = None
     max_tokens: int | None = None
     stop: tuple[str, ...] = ()
-    sampling: Sampling = Sampling()
+    sampling: Sampling = field(default_factory=Sampling)
     constraint: Constraint | None = None
 
 

@@ -6,17 +6,32 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from inferrelay.errors import ErrorKind, InferrelayError
 
-if TYPE_CHECKING:
-    from inferrelay.engines.base import Sampling
-
 DEFAULT_MAX_TOKENS = 512
 """Answer length when the caller gives no max_tokens (documented in docs/api.md)."""
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    presence_penalty: float = 0.0  # OpenAI's: subtracted once from a token generated already
+    frequency_penalty: float = 0.0  # OpenAI's: subtracted per time a token was generated already
+    logprobs: int | None = None
+    """Record each chosen token's log probability and this many likeliest alternatives; None: record none."""
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+    def seed_within(self, bits: int) -> int | None:
+        """The seed folded into an engine's narrower range (llama.cpp: 32 bits, genai: 31)."""
+        return None if self.seed is None else self.seed % (1 << bits)
 
 
 def plan_max_tokens(prompt_tokens: int, max_tokens: int | None, context_length: int, param: str = "messages") -> int:
