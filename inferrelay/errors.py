@@ -43,12 +43,16 @@ class InferrelayError(Exception):
         return self.kind.policy.status
 
     def body(self) -> dict[str, Any]:
+        code = self.kind.policy.code or self.kind.value
+        message = self.message
+        if self.kind is ErrorKind.CONTEXT_LENGTH and code not in message:
+            message = f"{message} ({code})"  # LangChain looks for the code in the text to raise ContextOverflowError
         return {
             "error": {
-                "message": self.message,
+                "message": message,
                 "type": self.kind.policy.error_type,
                 "param": self.param,
-                "code": self.kind.policy.code or self.kind.value,
+                "code": code,
                 "hint": self.hint,
             }
         }
