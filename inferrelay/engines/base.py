@@ -97,6 +97,8 @@ class Embeddings:
 class LoadedModel(abc.ABC):
     engine_name: str
     context_length: int
+    parallel: int = 1
+    """How many calls it can run at once (from several threads); a batching engine's model says more."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the model holds; the default holds nothing special."""
