@@ -32,6 +32,7 @@ from inferrelay.engines.devices import choose_device, pick_dtype
 from inferrelay.engines.memory_rule import DTYPE, MIB, EngineMemory
 from inferrelay.engines.optional import probe_imports, require
 from inferrelay.engines.pooling import mean_pool_normalized
+from inferrelay.engines.torch_batch import PaddedBatcher
 from inferrelay.errors import ErrorKind, InferrelayError, classify
 
 TORCH = ("torch", "'inferrelay[torch]'")
@@ -39,6 +40,8 @@ TRANSFORMERS = ("transformers", "'inferrelay[torch]'")
 
 
 TORCH_DTYPES = ("auto", "float32", "float16", "bfloat16")
+DEFAULT_PARALLEL = 4
+"""Concurrent requests a decoder takes into one padded batch (`engine_options.torch.parallel`; 1: no batching)."""
 
 
 class TorchEngine(Engine):
@@ -82,7 +85,8 @@ class TorchEngine(Engine):
             raise InferrelayError(
                 ErrorKind.MODEL_LOAD_FAILED, f"transformers could not load {source.path}: {exc}"
             ) from exc
-        return TorchDecoder(_place(decoder, device), tokenizer, model, device)
+        parallel = int(model.engine_options.get("torch", {}).get("parallel", DEFAULT_PARALLEL))
+        return TorchDecoder(_place(decoder, device), tokenizer, model, device, parallel)
 
 
 def _place(module: Any, device: str) -> Any:
@@ -130,7 +134,7 @@ class Wrappable:
 class TorchDecoder(Wrappable, TokenTextModel):
     engine_name = "torch"
 
-    def __init__(self, model: Any, tokenizer: Any, spec: ModelSpec, device: str) -> None:
+    def __init__(self, model: Any, tokenizer: Any, spec: ModelSpec, device: str, parallel: int = 1) -> None:
         self._model = model
         self._tokenizer = tokenizer
         self._device = device
@@ -138,6 +142,17 @@ class TorchDecoder(Wrappable, TokenTextModel):
         eos = model.generation_config.eos_token_id
         self._eos = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
         self._guides = GuideMaker(hf_tokenizer(tokenizer, self._eos), model.config.vocab_size)
+        self.parallel = max(1, parallel)
+        self._batcher: PaddedBatcher | None = None
+        if self.parallel > 1:
+            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self._eos)
+            forward = lambda **inputs: self._model(**inputs)  # noqa: E731  (a wrapper may replace the model)
+            self._batcher = PaddedBatcher(forward, device, self._eos, pad, _pick, self.parallel)
+
+    def close(self) -> None:
+        if self._batcher is not None:
+            self._batcher.close()
+        super().close()
 
     def encode(self, request: GenerationRequest) -> list[int]:
         if request.messages is not None:
@@ -153,9 +168,15 @@ class TorchDecoder(Wrappable, TokenTextModel):
     def generate_ids(
         self, ids: list[int], max_new: int, sampling: Sampling, constraint: Constraint | None = None
     ) -> Iterator[int]:
+        """The tokens, one by one; with batching on, decoded in a padded batch with concurrent requests."""
+        guide = self._guides.start(constraint)
+        if self._batcher is not None:
+            return self._batcher.generate_ids(ids, max_new, sampling, guide)
+        return self._alone(ids, max_new, sampling, guide)
+
+    def _alone(self, ids: list[int], max_new: int, sampling: Sampling, guide: Any) -> Iterator[int]:
         import torch
 
-        guide = self._guides.start(constraint)
         steps = LogitSteps(sampling)
         generator = torch.Generator(device=self._device)
         if sampling.seed is not None:

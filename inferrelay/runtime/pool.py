@@ -221,7 +221,9 @@ class ModelPool:
             engine.name, planned.device, planned.device_reason, planned.dtype, planned.estimate, held, seconds
         )
         keep_alive = spec.keep_alive if spec.keep_alive is not None else self._runtime.keep_alive
-        slot = LoadedSlot(model, spec, placement, keep_alive, self._clock, max_queue=self.max_queue(spec))
+        slot = LoadedSlot(
+            model, spec, placement, keep_alive, self._clock, max_queue=self.max_queue(spec), parallel=model.parallel
+        )
         slot.restarts = self.crashes.restarts((spec.name, engine.name)) if isolated else 0
         return slot
 
