@@ -151,6 +151,10 @@ class OnnxEncoder(EmbeddingModel):
         return Embeddings(vectors.astype(np.float32, copy=False), sum(lengths))
 
 
+DEFAULT_PARALLEL = 4
+"""Concurrent requests a genai decoder runs at once (`engine_options.onnx.parallel`)."""
+
+
 class GenAIDecoder(TokenTextModel):
     engine_name = "onnx"
 
@@ -171,6 +175,9 @@ class GenAIDecoder(TokenTextModel):
         eos = config.get("eos_token_id", [])
         self._eos = set(eos if isinstance(eos, list) else [eos])
         self.context_length = min(spec.context_length, int(config.get("context_length", spec.context_length)))
+        # genai runs several generators on one model, each with its own state: concurrent requests interleave
+        # step by step instead of waiting whole (not batched: docs/engines.md)
+        self.parallel = max(1, int(spec.engine_options.get("onnx", {}).get("parallel", DEFAULT_PARALLEL)))
 
     def encode(self, request: GenerationRequest) -> list[int]:
         if request.messages is not None:
