@@ -15,7 +15,7 @@ from inferrelay.engines.torch import TorchEngine
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
 
-WORDS = "dragon lighthouse river robot garden winter market violin".split()
+WORDS = ["dragon", "lighthouse", "river", "robot", "garden", "winter", "market", "violin"]
 REQUESTS = [
     GenerationRequest(
         messages=[{"role": "user", "content": f"Write a story about a {w}."}], max_tokens=48, sampling=Sampling(0.0)
