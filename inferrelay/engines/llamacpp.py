@@ -29,12 +29,14 @@ from inferrelay.engines.chat_template import render_chat
 from inferrelay.engines.constrained import GuideMaker, TokenGuide, llama_tokenizer
 from inferrelay.engines.decoding import LogitSteps, check_input_lengths
 from inferrelay.engines.devices import choose_device
+from inferrelay.engines.llamacpp_batch import BatchDecoder, BatchPlan
 from inferrelay.engines.llamacpp_build import describe_installed
 from inferrelay.engines.memory_rule import MIB, STORED, EngineMemory
 from inferrelay.engines.optional import probe_imports, require
 from inferrelay.errors import ErrorKind, InferrelayError
 
 INSTALL = "'inferrelay[llamacpp]'  (llama-cpp-python)"
+OWN_CONTEXT_WHEN_BATCHED = 256  # llama.cpp's smallest: the batched model's Llama only tokenizes
 
 
 class LlamaCppEngine(Engine):
@@ -71,10 +73,12 @@ class LlamaCppEngine(Engine):
                 ErrorKind.MODEL_LOAD_FAILED, f"llama.cpp reads GGUF files; {source.path} is {source.format}"
             )
         embedding = model.is_encoder
+        plan = None if embedding else BatchPlan.for_model(model.engine_options.get(self.name, {}), model.context_length)
         try:
             llm = llama_cpp.Llama(
                 model_path=str(source.path),
-                n_ctx=model.context_length,
+                # batched, the Llama's own context serves no request: the batch decoder has its own
+                n_ctx=model.context_length if plan is None or plan.parallel == 1 else OWN_CONTEXT_WHEN_BATCHED,
                 n_threads=os.cpu_count() or 1,
                 n_gpu_layers=-1 if choose_device(device) == "cuda" else 0,
                 embedding=embedding,
@@ -86,19 +90,22 @@ class LlamaCppEngine(Engine):
             raise InferrelayError(
                 ErrorKind.MODEL_LOAD_FAILED, f"llama.cpp could not load {source.path}: {exc}"
             ) from exc
-        return LlamaEmbeddingModel(llm, model) if embedding else LlamaTextModel(llm, model)
+        return LlamaEmbeddingModel(llm, model) if plan is None else LlamaTextModel(llm, model, plan)
 
 
 class LlamaTextModel(TokenTextModel):
     engine_name = "llamacpp"
 
-    def __init__(self, llm: Any, spec: ModelSpec) -> None:
+    def __init__(self, llm: Any, spec: ModelSpec, plan: BatchPlan) -> None:
         self._llm = llm
-        self.context_length = spec.context_length
+        self.context_length = plan.slot_context
+        self.parallel = plan.parallel
         self._template = llm.metadata.get("tokenizer.chat_template")
         self._is_eog = _eog_check(llm)
         self._guides = GuideMaker(llama_tokenizer(llm, self._is_eog), llm.n_vocab())
         self._clear_kv_cache = _kv_cache_clearer(llm)
+        # parallel > 1: requests from several threads decoded together (docs/engines.md, "Continuous batching")
+        self._batch = BatchDecoder(llm, plan, self._is_eog, self._guides, _processors) if plan.parallel > 1 else None
 
     def encode(self, request: GenerationRequest) -> list[int]:
         if request.messages is not None:
@@ -116,6 +123,9 @@ class LlamaTextModel(TokenTextModel):
     def generate_ids(
         self, ids: list[int], max_new: int, sampling: Sampling, constraint: Constraint | None = None
     ) -> Iterator[int]:
+        if self._batch is not None:
+            yield from self._batch.generate_ids(ids, max_new, sampling, constraint)
+            return
         guide = self._guides.start(constraint)
         steps = LogitSteps(sampling)
         # Without a seed each request draws afresh; llama.cpp would otherwise reuse its last seed.
@@ -158,6 +168,8 @@ class LlamaTextModel(TokenTextModel):
         return "" if token < 0 else self._llm.detokenize([token], special=True).decode("utf-8", "replace")
 
     def close(self) -> None:
+        if self._batch is not None:
+            self._batch.close()
         self._llm.close()
 
 
