@@ -4,7 +4,8 @@
 
 Its argv names the engine and the model, so `ps` shows which worker is
 which. It loads the model, runs it once (the smoke run: one token, or one
-short input), then answers requests one at a time. Every failure is
+short input), then serves each call on a thread of its own, as many at once as the model's `parallel`
+(calls are tagged with an id; replies carry it). Every failure is
 classified here, where the engine's library is loaded, and crosses the
 socket as (kind, message, hint); a native crash kills only this process.
 The protocol is in runtime/worker_protocol.py.
@@ -13,12 +14,15 @@ The protocol is in runtime/worker_protocol.py.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import importlib
 import logging
 import os
+import queue
 import signal
 import sys
+import threading
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -48,37 +52,112 @@ def engine_from(reference: str) -> Engine:
     return engine
 
 
-def serve(conn: Connection) -> None:
-    model: LoadedModel | None = None
+class Replies:
+    """The worker's end of the socket, shared by the threads serving calls: one message at a time."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+
+    def send(self, reply: Reply) -> None:
+        with self._lock, contextlib.suppress(OSError):  # the server gone: the reading loop sees it and ends
+            self._conn.send(reply)
+
+
+class Calls:
+    """The calls in flight. A model with `parallel` 1 is run on the main thread, one call at a time, as a
+    worker always ran it; one with more runs each call on a thread of its own, at most `parallel` at once."""
+
+    def __init__(self, replies: Replies) -> None:
+        self.replies = replies
+        self.model: LoadedModel | None = None
+        self._gate = threading.Semaphore(1)
+        self._cancels: dict[int, threading.Event] = {}
+        self._threads: list[threading.Thread] = []
+
+    def loaded(self, model: LoadedModel) -> None:
+        self.model = model
+        self._gate = threading.Semaphore(max(1, model.parallel))
+
+    def arrived(self, call: int) -> None:
+        """Seen by the reading thread, so that a cancel that follows at once finds its call."""
+        self._cancels[call] = threading.Event()
+
+    def cancel(self, call: int) -> None:
+        event = self._cancels.get(call)
+        if event is not None:  # None: it ended before the cancel came
+            event.set()
+
+    def run(self, call: int, op: str, argument: Any) -> None:
+        if self.model is None or self.model.parallel <= 1:
+            self._serve(call, op, argument)
+            return
+        thread = threading.Thread(target=self._serve, args=(call, op, argument), daemon=True)
+        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        thread.start()
+
+    def finish(self, timeout: float = 5.0) -> None:
+        """Let the calls in flight end (a model is not closed under a running call), then close the model."""
+        for thread in self._threads:
+            thread.join(timeout)
+        if self.model is not None:
+            self.model.close()
+
+    def _serve(self, call: int, op: str, argument: Any) -> None:
+        cancel = self._cancels.get(call) or threading.Event()
+        try:
+            with self._gate:
+                if op == "embed":
+                    assert isinstance(self.model, EmbeddingModel)
+                    self.replies.send((call, "result", self.model.embed(argument)))
+                elif op == "generate":
+                    assert isinstance(self.model, TextModel)
+                    self.replies.send((call, "result", self.model.generate(argument)))
+                elif op == "stream":
+                    assert isinstance(self.model, TextModel)
+                    stream(self.replies, call, self.model, argument, cancel)
+        except Exception as exc:
+            self.replies.send(error_reply(call, classify(exc)))
+        finally:
+            self._cancels.pop(call, None)
+
+
+def read_requests(conn: Connection, calls: Calls, inbox: queue.SimpleQueue[Request | None]) -> None:
+    """The reading thread: a cancel takes effect here, at once; every other request goes to the main thread."""
     while True:
         try:
             request: Request = conn.recv()
         except (EOFError, OSError):  # the server is gone
+            inbox.put(None)
             return
-        op = request[0]
-        if op == "cancel":  # arrived after its stream had ended: nothing left to stop
+        if request[1] == "cancel":
+            calls.cancel(request[0])
             continue
+        calls.arrived(request[0])
+        inbox.put(request)
+
+
+def serve(conn: Connection) -> None:
+    replies = Replies(conn)
+    calls = Calls(replies)
+    inbox: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
+    threading.Thread(target=read_requests, args=(conn, calls, inbox), daemon=True).start()
+    while (request := inbox.get()) is not None:
+        call, op = request[0], request[1]
         if op == "close":
-            if model is not None:
-                model.close()
-            conn.send(("closed",))
+            calls.finish()
+            replies.send((call, "closed"))
             return
-        try:
-            if op == "load":
+        if op == "load":  # alone, before any other call
+            try:
                 before = process_rss()
-                model = load(*request[1:])
-                conn.send(("loaded", model.context_length, max(0, process_rss() - before)))
-            elif op == "embed":
-                assert isinstance(model, EmbeddingModel)
-                conn.send(("result", model.embed(request[1])))
-            elif op == "generate":
-                assert isinstance(model, TextModel)
-                conn.send(("result", model.generate(request[1])))
-            elif op == "stream":
-                assert isinstance(model, TextModel)
-                stream(conn, model, request[1])
-        except Exception as exc:
-            conn.send(error_reply(classify(exc, loading=op == "load")))
+                model = load(*request[2:])
+                calls.loaded(model)
+                replies.send((call, "loaded", model.context_length, max(0, process_rss() - before), model.parallel))
+            except Exception as exc:
+                replies.send(error_reply(call, classify(exc, loading=True)))
+        else:
+            calls.run(call, op, request[2])
 
 
 def load(reference: str, spec: dict[str, Any], device: str, home: str) -> LoadedModel:
@@ -88,18 +167,18 @@ def load(reference: str, spec: dict[str, Any], device: str, home: str) -> Loaded
     return model
 
 
-def stream(conn: Connection, model: TextModel, generation: Any) -> None:
-    """Pieces as they come; a ("cancel",) from the server between two pieces ends the stream early."""
+def stream(replies: Replies, call: int, model: TextModel, generation: Any, cancel: threading.Event) -> None:
+    """Pieces as they come; a cancel from the server, seen between two pieces, ends this stream early (its
+    sequence only: the model's other calls go on)."""
     pieces = model.stream(generation)
     try:
         for piece in pieces:
-            conn.send(("piece", piece))
-            if conn.poll() and conn.recv()[0] == "cancel":
+            replies.send((call, "piece", piece))
+            if cancel.is_set():
                 break
     finally:
         pieces.close()  # type: ignore[attr-defined]
-    reply: Reply = ("end",)
-    conn.send(reply)
+    replies.send((call, "end"))
 
 
 def main() -> None:

@@ -10,8 +10,11 @@ worker that dies, however it dies, turns the call in flight into an
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import os
+import queue
 import socket
 import subprocess
 import sys
@@ -32,13 +35,14 @@ from inferrelay.engines.base import (
     TextModel,
 )
 from inferrelay.errors import ErrorKind, InferrelayError, death_of, signal_name
-from inferrelay.runtime.worker_protocol import Reply, Request, raise_if_error
+from inferrelay.runtime.worker_protocol import FINAL, Reply, raise_if_error
 
 log = logging.getLogger(__name__)
 
 
 class WorkerProcess:
-    """One worker process and its end of the socket. Used by one thread at a time (the model's slot)."""
+    """One worker process and its end of the socket. Several threads may call it at once, up to the model's
+    `parallel`: each call has an id and a queue, and one reader thread hands each reply to its call's queue."""
 
     def __init__(self, engine: Engine, spec: ModelSpec) -> None:
         self.engine = engine
@@ -52,7 +56,16 @@ class WorkerProcess:
         self.process = subprocess.Popen(command, pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL)
         theirs.close()
         self._conn = Connection(ours.detach())
-        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._calls: dict[int, queue.SimpleQueue[Reply]] = {}
+        self._gated: set[int] = set()  # the calls holding a place of the gate
+        self._calls_lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._gate = threading.BoundedSemaphore(1)  # the model's `parallel` once it is loaded
+        self._death: tuple[str, str, str] | None = None
+        self._stopping = False
+        self._reader = threading.Thread(target=self._read, name=f"worker-{self.pid}", daemon=True)
+        self._reader.start()
 
     @property
     def pid(self) -> int:
@@ -70,47 +83,109 @@ class WorkerProcess:
             return None
         return pages * os.sysconf("SC_PAGE_SIZE")
 
-    def send(self, request: Request) -> None:
+    def allow(self, parallel: int) -> None:
+        """Let `parallel` calls be in flight at once (set once, after the load, before any other call)."""
+        self._gate = threading.BoundedSemaphore(max(1, parallel))
+
+    def call(self, op: str, *arguments: Any) -> tuple[int, queue.SimpleQueue[Reply]]:
+        """Send a call and return its id and the queue its replies arrive on (errors included, as replies;
+        a death of the worker as a WorkerCrashed in the queue). Waits while `parallel` calls are in flight."""
+        self._gate.acquire()
+        return self._send(op, arguments, gated=True)
+
+    def _send(self, op: str, arguments: tuple[Any, ...], gated: bool) -> tuple[int, queue.SimpleQueue[Reply]]:
+        call, replies = next(self._ids), queue.SimpleQueue[Reply]()
+        with self._calls_lock:
+            self._calls[call] = replies
+            if gated:
+                self._gated.add(call)
+        if self._death is not None or not self.alive:
+            self._settle(call)
+            raise self.crashed()
         try:
-            self._conn.send(request)
+            with self._send_lock:
+                self._conn.send((call, op, *arguments))
         except OSError as exc:
+            self._settle(call)
             raise self.crashed() from exc
+        return call, replies
 
-    def receive(self) -> Reply:
-        try:
-            reply: Reply = self._conn.recv()
-        except (EOFError, OSError) as exc:
-            raise self.crashed() from exc
-        return raise_if_error(reply)
+    def cancel(self, call: int) -> None:
+        """Stop a stream in flight; its last replies are read and dropped by the reader."""
+        with self._send_lock, contextlib.suppress(OSError):
+            self._conn.send((call, "cancel"))
 
-    def ask(self, request: Request) -> Reply:
-        with self._lock:
-            if not self.alive:
-                raise self.crashed()
-            self.send(request)
-            return self.receive()
+    def ask(self, op: str, *arguments: Any) -> Reply:
+        """One call, its one reply (without the id); an error reply raised as its error."""
+        _, replies = self.call(op, *arguments)
+        return receive(replies)
+
+    def _read(self) -> None:
+        while True:
+            try:
+                reply: Reply = self._conn.recv()
+            except (EOFError, OSError):
+                break
+            call, rest = reply[0], reply[1:]
+            with self._calls_lock:
+                replies = self._calls.get(call)
+            if rest[0] in FINAL:  # its place freed before its caller hears, who may then call again
+                self._settle(call)
+            if replies is not None:  # None: a late reply to a call already settled
+                replies.put(rest)
+        with self._calls_lock:
+            in_flight = dict(self._calls)
+        for call, replies in in_flight.items():  # every call in flight fails with the same death
+            self._settle(call)
+            replies.put(("crashed", self._ended_during_call()))
+
+    def _ended_during_call(self) -> InferrelayError:
+        if self._stopping:
+            return InferrelayError(ErrorKind.ENGINE_CRASHED, f"the worker for {self.spec.name} was stopped")
+        return self.crashed()
+
+    def _settle(self, call: int) -> None:
+        """A call's last reply is in: it leaves the table and its place is free."""
+        with self._calls_lock:
+            self._calls.pop(call, None)
+            if call not in self._gated:
+                return
+            self._gated.discard(call)
+        self._gate.release()
+
+    def abandon(self, call: int) -> None:
+        """The caller reads no more: replies still coming are dropped, the place freed when the last one is in."""
+        with self._calls_lock:
+            if call in self._calls:
+                self._calls[call] = queue.SimpleQueue()
 
     def crashed(self) -> InferrelayError:
-        """The error for a worker found dead: what killed it, and what to do."""
-        try:
-            returncode = self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            returncode = self.process.wait()
-        how = death_of(returncode)
-        message = f"the {self.engine.name} worker for {self.spec.name} (pid {self.pid}) died of {how}"
-        log.error("%s", message)
-        return WorkerCrashed(message, self.engine.crash_hint(signal_name(returncode)), signal_name(returncode))
+        """The error for a worker found dead: what killed it, and what to do (worked out once, logged once)."""
+        with self._calls_lock:
+            death = self._death
+        if death is None:
+            try:
+                returncode = self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                returncode = self.process.wait()
+            how = death_of(returncode)
+            message = f"the {self.engine.name} worker for {self.spec.name} (pid {self.pid}) died of {how}"
+            with self._calls_lock:
+                if self._death is None:
+                    log.error("%s", message)
+                    self._death = (message, self.engine.crash_hint(signal_name(returncode)), signal_name(returncode))
+                death = self._death
+        return WorkerCrashed(*death)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Ask the worker to close its model and exit; kill it if it does not."""
-        if self.alive:
+        self._stopping = True
+        if self.alive and self._death is None:
             try:
-                with self._lock:
-                    self._conn.send(("close",))
-                    if self._conn.poll(timeout):
-                        self._conn.recv()
-            except (EOFError, OSError):
+                _, replies = self._send("close", (), gated=False)  # not gated: the worker lets its calls in flight end
+                replies.get(timeout=timeout)
+            except (InferrelayError, queue.Empty):
                 pass
         try:
             self.process.wait(timeout=timeout)
@@ -118,6 +193,14 @@ class WorkerProcess:
             self.process.kill()
             self.process.wait()
         self._conn.close()
+
+
+def receive(replies: queue.SimpleQueue[Reply]) -> Reply:
+    """The next reply of a call; a crash or an error reply raised."""
+    reply = replies.get()
+    if reply[0] == "crashed":
+        raise reply[1]
+    return raise_if_error(reply)
 
 
 class WorkerCrashed(InferrelayError):
@@ -133,14 +216,18 @@ def start_worker(engine: Engine, spec: ModelSpec, device: str, home: Path) -> Lo
     worker = WorkerProcess(engine, spec)
     reference = f"{type(engine).__module__}:{type(engine).__qualname__}"
     try:
-        (_, context_length, held) = worker.ask(("load", reference, spec.model_dump(mode="json"), device, str(home)))
+        (_, context_length, held, parallel) = worker.ask(
+            "load", reference, spec.model_dump(mode="json"), device, str(home)
+        )
     except BaseException:
         worker.stop(timeout=2)
         raise
+    worker.allow(parallel)
     proxy: WorkerModel = WorkerEncoder(worker) if spec.is_encoder else WorkerDecoder(worker)
     proxy.engine_name = engine.name
     proxy.context_length = context_length
     proxy.held_bytes = held
+    proxy.parallel = parallel
     return proxy
 
 
@@ -158,49 +245,36 @@ class WorkerModel(LoadedModel):
 
 class WorkerEncoder(WorkerModel, EmbeddingModel):
     def embed(self, texts: list[str]) -> Embeddings:
-        result: Embeddings = self.worker.ask(("embed", texts))[1]
+        result: Embeddings = self.worker.ask("embed", texts)[1]
         return result
 
 
 class WorkerDecoder(WorkerModel, TextModel):
     def generate(self, request: GenerationRequest) -> Piece:
-        result: Piece = self.worker.ask(("generate", request))[1]
+        result: Piece = self.worker.ask("generate", request)[1]
         return result
 
     def stream(self, request: GenerationRequest) -> Iterator[Piece]:
-        """Pieces as the worker sends them. Closing the iterator early cancels the stream in the worker and
-        reads what it had already sent, so the socket is clean for the next request."""
+        """Pieces as the worker sends them. Closing the iterator early cancels this stream in the worker (its
+        sequence only; other calls in flight go on); what it had sent already is dropped on arrival."""
         worker = self.worker
-        with worker._lock:
-            if not worker.alive:
-                raise worker.crashed()
-            worker.send(("stream", request))
-            ended = False
-            try:
-                while True:
-                    try:
-                        reply = worker.receive()
-                    except WorkerCrashed:
-                        raise
-                    except InferrelayError:  # the worker's stream failed: its error reply was its last word
-                        ended = True
-                        raise
-                    if reply[0] == "end":
-                        ended = True
-                        return
-                    yield reply[1]
-            finally:
-                if not ended and worker.alive:
-                    _drain(worker)
-
-
-def _drain(worker: WorkerProcess) -> None:
-    try:
-        worker.send(("cancel",))
-        while worker.receive()[0] != "end":
-            pass
-    except InferrelayError:  # it died or failed while stopping: the next call finds out
-        pass
+        call, replies = worker.call("stream", request)
+        ended = False
+        try:
+            while True:
+                try:
+                    reply = receive(replies)
+                except InferrelayError:  # its error reply, or the worker's death, was its last word
+                    ended = True
+                    raise
+                if reply[0] == "end":
+                    ended = True
+                    return
+                yield reply[1]
+        finally:
+            if not ended:
+                worker.abandon(call)
+                worker.cancel(call)
 
 
 def describe_worker(model: Any, restarts: int) -> dict[str, Any] | None:
