@@ -110,7 +110,7 @@ class LoadedSlot:
         self.placement = placement
         self.keep_alive = keep_alive
         self.max_queue = max_queue
-        self.parallel = parallel  # requests run at once: the model's own `parallel` (a batching engine decodes them together)
+        self.parallel = parallel  # requests run at once: the model's own (a batching engine decodes them together)
         self.waiting = 0
         self.running = 0
         self._counts = threading.Lock()  # waiting and running move on the loop and on the worker threads

@@ -119,7 +119,7 @@ def test_body_is_openai_shaped() -> None:
     assert list(body) == ["error"]
     body_error = body["error"]
     assert {"message", "type", "param", "code"} <= set(body_error)
-    assert body_error["message"] == "too long (context_length_exceeded)", "the code in the text: LangChain reads it there"
+    assert body_error["message"] == "too long (context_length_exceeded)", "LangChain reads the code in the text"
     assert body_error["type"] == "invalid_request_error"
     assert body_error["param"] == "messages"
     assert body_error["code"] == "context_length_exceeded", "OpenAI's code, which LangChain and others look for"

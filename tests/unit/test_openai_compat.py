@@ -12,9 +12,9 @@ from fastapi.testclient import TestClient
 
 from inferrelay.config.mappings import MappingsFile
 from inferrelay.config.providers import RemoteProvider
-from inferrelay.server.streams import remote_events
 from inferrelay.server.schemas import ChatCompletionRequest, EmbeddingRequest
 from inferrelay.server.shapes import usage_in
+from inferrelay.server.streams import remote_events
 from tests.unit.conftest import EMBED, MakeClient, Upstream, assert_error, spec
 
 IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"}}
