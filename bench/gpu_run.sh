@@ -3,6 +3,7 @@
 # (the device has no package registry), then the GPU tests, the benchmark and the batch job. Everything lands in $OUT.
 # Carried: .gpu/p1 .. .gpu/pN hold the pieces of one tar of wheels (split to fit the tool's 64 MiB per call); a piece
 # may arrive in an earlier call of the same lease, kept in /tmp/stash.   docs/gpu.md says how it was used.
+# PYTEST_K picks the GPU tests (default: all but deepspeed); SKIP_BENCH=1 stops after them.
 set -u
 OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT" /tmp/stash /tmp/whl
@@ -21,6 +22,7 @@ python3 -m inferrelay.cli engines > "$OUT/engines.txt" 2>&1
 cat "$OUT/env.txt" "$OUT/engines.txt"
 T="timeout -k 5"
 $T 270 python3 -m pytest tests/gpu -v -s -p no:cacheprovider -k "${PYTEST_K:-not deepspeed}" -o addopts="" 2>&1 | tee "$OUT/tests.log" | grep -E "PASS|FAIL|SKIP|ERROR|passed|failed|x-inferrelay|cuda|cap"
+[ -n "${SKIP_BENCH:-}" ] && { echo done; exit 0; }
 $T 150 python3 bench/gpu.py --out "$OUT/bench.json" --engines torch,deepspeed --only generation > "$OUT/bench.log" 2>&1; tail -c 1500 "$OUT/bench.log"
 $T 150 python3 -m pytest tests/gpu -v -s -p no:cacheprovider -k deepspeed -o addopts="" > "$OUT/deepspeed.log" 2>&1
 grep -E "PASS|FAIL|SKIP|ERROR|passed|failed|on cuda|Error" "$OUT/deepspeed.log" | tail -15
