@@ -126,19 +126,25 @@ class FallbackChain:
     async def _load(
         self, spec: ModelSpec, engine: Engine, backend: str, retry_now: bool, keep_alive: float | None
     ) -> LoadedSlot:
-        """The engine's slot; a load refused for memory is tried again in the engine's lower precision."""
+        """The engine's slot; a load out of memory is tried again in the engine's lower precision, then on the
+        CPU (the ladder's order), each step recorded."""
         while True:
             try:
                 return await self._pool.slot(spec, engine, retry_now=retry_now, keep_alive=keep_alive)
             except InferrelayError as error:
-                if Step.LOWER_PRECISION not in ladder(error.kind):
-                    raise
+                steps = ladder(error.kind)
                 dtype = self._pool.planned_dtype(spec, engine.name)
-                lower = engine.lower_precision(spec.is_encoder, dtype)
-                if lower is None:
+                lower = engine.lower_precision(spec.is_encoder, dtype) if Step.LOWER_PRECISION in steps else None
+                device = self._pool.planned_device(spec)
+                if lower is not None:
+                    record(spec.name, backend, Step.LOWER_PRECISION, f"{dtype} -> {lower}, to load")
+                    self._pool.lower(spec.name, engine.name, lower)
+                elif Step.CPU in steps and device != "cpu":
+                    record(spec.name, backend, Step.CPU, f"{device} -> cpu, to load")
+                    self._pool.load_on_cpu(spec.name, error.message)
+                else:
                     raise
-                record(spec.name, backend, Step.LOWER_PRECISION, f"{dtype} -> {lower}, to load")
-                self._pool.lower(spec.name, engine.name, lower)
+                retry_now = True  # the failure just remembered is the one being remedied
 
     async def _step_down(self, engine: Engine, slot: LoadedSlot, error: InferrelayError, backend: str) -> bool:
         """The ladder's steps that reload the same engine's model: True when one was taken and it is worth

@@ -187,20 +187,12 @@ class ModelPool:
             "inferrelay.device": planned.device,
         }
         with tracing.span("model.load", **attributes, **{"inferrelay.dtype": planned.dtype}):
-            return await self._load_or_cpu(spec, engine, planned)
+            return await self._load_where_planned(spec, engine, planned)
 
-    async def _load_or_cpu(self, spec: ModelSpec, engine: Engine, planned: Planned) -> LoadedSlot:
-        try:
-            return await asyncio.to_thread(self._measured_load, spec, engine, planned)
-        except Exception as exc:
-            error = classify(exc, loading=True)
-            if error.kind is not ErrorKind.OUT_OF_MEMORY or planned.device == "cpu":
-                raise
-            self.events.append(Event(utcnow(), spec.name, "moved_to_cpu", f"{planned.device}: {error.message}"))
-            log.warning("%s ran out of memory on %s; loading it on the CPU", spec.name, planned.device)
-            cpu = await asyncio.to_thread(plan_load, spec.model_copy(update={"device": "cpu"}), engine)
-            await self._make_room(spec, cpu)
-            return await asyncio.to_thread(self._measured_load, spec, engine, cpu)
+    async def _load_where_planned(self, spec: ModelSpec, engine: Engine, planned: Planned) -> LoadedSlot:
+        """One load where planned. Out of memory is the walk's to remedy (routing/fallback.py): a lower
+        precision first, then the CPU, each recorded for the request."""
+        return await asyncio.to_thread(self._measured_load, spec, engine, planned)
 
     def _measured_load(self, spec: ModelSpec, engine: Engine, planned: Planned) -> LoadedSlot:
         isolated = self._isolated(spec, engine)
@@ -250,6 +242,15 @@ class ModelPool:
             "%s ran out of memory on %s serving a request; moving it to the CPU", slot.spec.name, slot.placement.device
         )
         await self._unload(slot, "moved_to_cpu", f"a request ran out of memory on {slot.placement.device}: {reason}")
+
+    def planned_device(self, spec: ModelSpec) -> str:
+        """The device the model's next load will use."""
+        return "cpu" if spec.name in self._on_cpu else pick_device(spec.device)[0]
+
+    def load_on_cpu(self, name: str, reason: str) -> None:
+        """Load `name` on the CPU from now on (a remediation step: its load did not fit on the GPU)."""
+        self._on_cpu.add(name)
+        self.events.append(Event(utcnow(), name, "moved_to_cpu", f"its load ran out of GPU memory: {reason}"))
 
     def planned_dtype(self, spec: ModelSpec, engine: str) -> str:
         """The dtype the model's next load with `engine` will use."""

@@ -41,7 +41,8 @@ def reserved_after(dtype: str, home: Path, batches: tuple[int, ...]) -> list[int
 def start_capped(start_server: Any, home: Path, dtype: str, cap: int) -> Any:
     config = home / "config"
     config.mkdir(exist_ok=True)
-    (config / "model-mappings.yaml").write_text(
+    (config / "model-mappings.yaml").write_text(  # in the server's process: the cap is that process's
+        "runtime:\n  engine_isolation: in_process\n"
         f"models:\n  {MINILM.name}: {{engines: [torch], device: cuda, dtype: {dtype}}}\n"
     )
     total = torch.cuda.get_device_properties(0).total_memory

@@ -79,17 +79,22 @@ def test_a_request_keep_alive_replaces_the_models(tmp_path: Path) -> None:
 
 
 def test_out_of_gpu_memory_at_load_moves_the_model_to_the_cpu(tmp_path: Path) -> None:
+    """The walk's ladder at load: no lower precision for this engine, so the CPU, recorded as the request's."""
     pool = ModelPool(tmp_path, 30)
     options = {"fake": {"fail_kind": "out_of_memory", "fail_on": "load", "fail_devices": ["cuda"]}}
     spec = fake_spec(device="cuda", engine_options=options)
+    chain = FallbackChain(Settings(models=[spec], home=tmp_path), EngineRegistry.discover(), pool)
 
-    async def go() -> str:
-        return (await pool.slot(spec, FakeEngine())).placement.device
+    async def device(slot: Any) -> str:
+        return str(slot.placement.device)
 
-    assert asyncio.run(go()) == "cpu"
+    served = asyncio.run(chain.serve(spec, Capability.CHAT, device))
+    assert served.result == "cpu"
+    assert served.attempts == []
+    assert [remedy.header() for remedy in served.remedies] == ["local/fake:cpu(cuda -> cpu, to load)"]
     (event,) = pool.events
     assert event.what == "moved_to_cpu"
-    assert "cuda" in event.detail
+    assert "ran out of GPU memory" in event.detail
     pool.close()
 
 
