@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 PREFIX = "inferrelay:"
@@ -28,6 +28,7 @@ class Live:
 
     in_flight: int = 0
     queues: dict[str, tuple[int, int]] = field(default_factory=dict)  # loaded model -> (waiting, running)
+    batches: dict[str, tuple[int, int]] = field(default_factory=dict)  # loaded model -> (batches, requests in them)
     cooling_down: dict[str, bool] = field(default_factory=dict)
     models_loaded: dict[str, int] = field(default_factory=dict)  # device -> models
     memory_held: dict[str, int] = field(default_factory=dict)  # device -> bytes charged to the budget
@@ -37,7 +38,7 @@ class LiveCollector(Collector):
     def __init__(self, read: Callable[[], Live]) -> None:
         self._read = read
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         live = self._read()
         yield GaugeMetricFamily(
             f"{PREFIX}requests_in_flight", "Requests arrived and not yet answered, any backend.", value=live.in_flight
@@ -53,6 +54,18 @@ class LiveCollector(Collector):
             running.add_metric([model], run)
         yield waiting
         yield running
+        batches = CounterMetricFamily(
+            f"{PREFIX}batches", "Calls that served several gathered requests at once.", labels=["model_name"]
+        )
+        batched = CounterMetricFamily(
+            f"{PREFIX}batched_requests", "Requests served by those calls (over batches: the mean batch).",
+            labels=["model_name"],
+        )  # fmt: skip
+        for model, (calls, requests) in sorted(live.batches.items()):
+            batches.add_metric([model], calls)
+            batched.add_metric([model], requests)
+        yield batches
+        yield batched
         cooling = GaugeMetricFamily(
             f"{PREFIX}deployment_cooling_down", "1 while a deployment's circuit is open.", labels=["deployment"]
         )

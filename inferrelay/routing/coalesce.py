@@ -105,6 +105,9 @@ class EmbedCoalescer:
         group = self._gather()
         if group:
             self.calls += 1
+            if len(group) > 1:
+                self._slot.batches += 1
+                self._slot.batched_requests += len(group)
             self._serve(group)
 
     def _gather(self) -> list[_Request]:

@@ -113,6 +113,8 @@ class LoadedSlot:
         self.parallel = parallel  # requests run at once: the model's own (a batching engine decodes them together)
         self.waiting = 0
         self.running = 0
+        self.batches = 0  # calls that served several gathered requests at once (dynamic batching of embeddings)
+        self.batched_requests = 0  # the requests those calls served
         self._counts = threading.Lock()  # waiting and running move on the loop and on the worker threads
         self.requests = 0
         self.last_used = clock()
@@ -249,6 +251,8 @@ class LoadedSlot:
             "running": self.running,
             "max_queue": self.max_queue,
             "parallel": self.parallel,
+            "batches": self.batches,
+            "batched_requests": self.batched_requests,
         }
 
     def describe(self, now: float) -> dict[str, Any]:

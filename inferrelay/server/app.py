@@ -86,6 +86,8 @@ def live_state(relay: Relay) -> Live:
     for slot in relay.pool.loaded():
         waiting, running = live.queues.get(slot.spec.name, (0, 0))
         live.queues[slot.spec.name] = (waiting + slot.waiting, running + slot.running)
+        calls, requests = live.batches.get(slot.spec.name, (0, 0))
+        live.batches[slot.spec.name] = (calls + slot.batches, requests + slot.batched_requests)
         device = slot.placement.device
         live.models_loaded[device] = live.models_loaded.get(device, 0) + 1
         live.memory_held[device] = live.memory_held.get(device, 0) + slot.placement.charged_bytes

@@ -88,6 +88,8 @@ def model_view(relay: Relay, spec: ModelSpec, pool: ModelPool) -> dict[str, Any]
             "running": sum(slot.running for slot in loaded),
             "max_queue": pool.max_queue(spec),
             "parallel": max((slot.parallel for slot in loaded), default=1),
+            "batches": sum(slot.batches for slot in loaded),  # embeddings: calls that served several requests
+            "batched_requests": sum(slot.batched_requests for slot in loaded),
         },
         "last_failure": {"kind": failure.kind.value, "message": failure.message} if failure and not loaded else None,
         "events": [e.as_dict() for e in pool.events if e.model == spec.name][-10:],

@@ -79,10 +79,12 @@ def test_gathered_requests_get_the_vectors_each_gets_alone(loaded: Loaded) -> No
     singly = loaded.run(alone())
     coalescer = vars(slot)["embed_coalescer"]
     assert isinstance(coalescer, EmbedCoalescer)
-    calls_before = coalescer.calls
+    calls_before, batches_before, batched_before = coalescer.calls, slot.batches, slot.batched_requests
     gathered = loaded.run(together())
 
     assert coalescer.calls - calls_before < len(REQUESTS), "the concurrent requests were gathered"
+    assert slot.batches > batches_before, "the stats and /metrics count the gathered calls"
+    assert slot.batched_requests - batched_before >= 2 * (slot.batches - batches_before)
     for texts, one, many in zip(REQUESTS, singly, gathered, strict=True):
         assert many.vectors.shape == (len(texts), 384)
         assert cosines(one.vectors, many.vectors).min() > 0.9999, texts
