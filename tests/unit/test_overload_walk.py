@@ -128,7 +128,14 @@ def test_a_full_queue_is_skipped_and_the_next_engine_answers_without_counting_a_
                 assert await gauge(client, "inferrelay:num_requests_running", model_name="m") == 1
                 assert await gauge(client, "inferrelay:num_requests_waiting", model_name="m") == 0
                 queue = (await client.get("/api/v1/runtime/stats")).json()["models"]["m"]["queue"]
-                assert queue == {"waiting": 0, "running": 1, "max_queue": 0, "parallel": 1}
+                assert queue == {
+                    "waiting": 0,
+                    "running": 1,
+                    "max_queue": 0,
+                    "parallel": 1,
+                    "batches": 0,
+                    "batched_requests": 0,
+                }
             finally:
                 await holder.release()
             ready = await client.get("/ready")

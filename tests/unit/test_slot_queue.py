@@ -160,7 +160,14 @@ def test_parallel_calls_run_at_once_and_the_queue_bounds_the_rest() -> None:
         tasks.append(asyncio.create_task(slot.call(gates[2])))
         await asyncio.sleep(0)
         assert counts(slot) == (2, 1)
-        assert slot.queue() == {"waiting": 1, "running": 2, "max_queue": 1, "parallel": 2}
+        assert slot.queue() == {
+            "waiting": 1,
+            "running": 2,
+            "max_queue": 1,
+            "parallel": 2,
+            "batches": 0,
+            "batched_requests": 0,
+        }
         with pytest.raises(InferrelayError) as refused:
             await slot.call(lambda: "never")
         assert refused.value.kind is ErrorKind.OVERLOADED
