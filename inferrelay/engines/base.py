@@ -225,6 +225,12 @@ class Engine(abc.ABC):
         return (format, "encoder" if is_encoder else "decoder") in cls.default_for
 
     @classmethod
+    def kv_cells(cls, model: ModelSpec) -> int:
+        """The KV cache cells a loaded decoder holds (what the memory estimate charges): its context, unless the
+        engine keeps several sequences' contexts at once."""
+        return model.context_length
+
+    @classmethod
     def build(cls) -> str | None:
         """How its library was compiled, where speed and safety depend on it (llama.cpp's CPU tier); else None."""
         return None

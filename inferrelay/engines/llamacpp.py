@@ -62,6 +62,12 @@ class LlamaCppEngine(Engine):
             )
         return super().crash_hint(signal_name)
 
+    @classmethod
+    def kv_cells(cls, model: ModelSpec) -> int:
+        """Batched, every sequence's cells, and the Llama's own small context beside them."""
+        plan = BatchPlan.for_model(model.engine_options.get(cls.name, {}), model.context_length)
+        return model.context_length if plan.parallel == 1 else plan.n_ctx + OWN_CONTEXT_WHEN_BATCHED
+
     def probe(self) -> ProbeResult:
         return probe_imports(("llama_cpp", INSTALL))
 

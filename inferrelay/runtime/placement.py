@@ -37,7 +37,8 @@ def estimate_for(spec: ModelSpec, engine: Engine | type[Engine] | str, dtype: st
     facts = facts_for(spec.source)
     if facts is None:
         return None
-    return estimate_memory(facts, memory_rule(engine), dtype, spec.context_length, spec.is_encoder)
+    found = (engine_class(engine) or Engine) if isinstance(engine, str) else engine
+    return estimate_memory(facts, found.memory, dtype, found.kv_cells(spec), spec.is_encoder)
 
 
 def memory_rule(engine: Engine | type[Engine] | str) -> EngineMemory:
