@@ -32,7 +32,7 @@ from inferrelay.engines.devices import choose_device, pick_dtype
 from inferrelay.engines.memory_rule import DTYPE, MIB, EngineMemory
 from inferrelay.engines.optional import probe_imports, require
 from inferrelay.engines.pooling import mean_pool_normalized
-from inferrelay.engines.torch_batch import PaddedBatcher
+from inferrelay.engines.torch_batch import PaddedBatcher, seeded_generator
 from inferrelay.errors import ErrorKind, InferrelayError, classify
 
 TORCH = ("torch", "'inferrelay[torch]'")
@@ -178,11 +178,7 @@ class TorchDecoder(Wrappable, TokenTextModel):
         import torch
 
         steps = LogitSteps(sampling)
-        generator = torch.Generator(device=self._device)
-        if sampling.seed is not None:
-            generator.manual_seed(sampling.seed)
-        else:
-            generator.seed()
+        generator = seeded_generator(torch, sampling, self._device)
         inputs = torch.tensor([ids], device=self._device)
         past = None
         with torch.inference_mode():

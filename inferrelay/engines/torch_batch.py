@@ -109,7 +109,7 @@ class PaddedBatcher:
         mask = torch.tensor(mask_rows, device=self._device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         steps = [LogitSteps(s.sampling) for s in batch]
-        generators = [_generator(torch, s.sampling, self._device) for s in batch]
+        generators = [seeded_generator(torch, s.sampling, self._device) for s in batch]
         past = None
         with torch.inference_mode():
             while not all(s.done for s in batch):
@@ -149,7 +149,8 @@ class PaddedBatcher:
         return token
 
 
-def _generator(torch: Any, sampling: Sampling, device: str) -> Any:
+def seeded_generator(torch: Any, sampling: Sampling, device: str) -> Any:
+    """A request's own random stream: its seed's, or a fresh one."""
     generator = torch.Generator(device=device)
     if sampling.seed is not None:
         generator.manual_seed(sampling.seed)
