@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import chat_engine_alone  # a script beside this one
 import httpx
 
 from inferrelay.config.embedded import SMOLLM2
@@ -156,6 +157,7 @@ def run(levels: list[int], tokens: int) -> dict[str, Any]:
         }
         for c in levels
     }
+    results["engine_alone"] = chat_engine_alone.run(tokens)  # the ceiling: no server, no HTTP
     return results
 
 
