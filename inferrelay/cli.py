@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import time
@@ -13,6 +14,7 @@ import typer
 from inferrelay import __version__
 from inferrelay.cli_batch import batch_app
 from inferrelay.cli_config import BAD_CONFIG, CONFIG_ENV, config_dir, load_config
+from inferrelay.cli_keys import keys_app
 from inferrelay.cli_models import models_app
 
 app = typer.Typer(help="inferrelay: one OpenAI-compatible endpoint that keeps answering.", no_args_is_help=True)
@@ -41,21 +43,44 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 unless told otherwise.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    insecure_no_auth: Annotated[
+        bool, typer.Option("--insecure-no-auth", help="Serve a non-loopback address with no API key (anyone may call).")
+    ] = False,
 ) -> None:
     """Serve the OpenAI-compatible API and the management API."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import uvicorn
 
+    from inferrelay.access.keys import KeyStore
     from inferrelay.server.app import create_app
 
     settings = load_config(config)
+    if not is_loopback(host) and not insecure_no_auth and not KeyStore(settings.home).has_keys():
+        typer.echo(
+            f"error: refusing to serve {host} with no API key: anyone who reaches the port could use every model, "
+            "register files and spend providers' quotas.\n"
+            "  make a key first:   inferrelay keys create NAME --admin\n"
+            "  or accept the risk: inferrelay serve --host HOST --insecure-no-auth",
+            err=True,
+        )
+        raise typer.Exit(2)
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 config_app = typer.Typer(help="Check configuration directories.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(models_app, name="models")
 app.add_typer(batch_app, name="batch")
+app.add_typer(keys_app, name="keys")
 
 
 ConfigDir = Annotated[

@@ -29,8 +29,10 @@ class InferrelayError(Exception):
         param: str | None = None,
         hint: str | None = None,
         retry_after: float | None = None,
+        code: str | None = None,
     ) -> None:
         super().__init__(message)
+        self.code = code  # replaces the kind's code in the body where one kind has several causes
         self.kind = kind
         self.message = message
         self.param = param
@@ -43,7 +45,7 @@ class InferrelayError(Exception):
         return self.kind.policy.status
 
     def body(self) -> dict[str, Any]:
-        code = self.kind.policy.code or self.kind.value
+        code = self.code or self.kind.policy.code or self.kind.value
         message = self.message
         if self.kind is ErrorKind.CONTEXT_LENGTH and code not in message:
             message = f"{message} ({code})"  # LangChain looks for the code in the text to raise ContextOverflowError

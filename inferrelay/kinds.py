@@ -39,6 +39,8 @@ class ErrorKind(str, Enum):
     ENGINE_CRASHED = "engine_crashed"
     UNSUPPORTED = "unsupported"
     ALL_BACKENDS_FAILED = "all_backends_failed"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
     INTERNAL = "internal"
 
     @property
@@ -110,6 +112,17 @@ POLICIES: dict[ErrorKind, KindPolicy] = {
     ),
     ErrorKind.ALL_BACKENDS_FAILED: KindPolicy(
         503, "server_error", False, "Every engine of the chain failed; each reason is listed."
+    ),
+    ErrorKind.UNAUTHORIZED: KindPolicy(
+        401,
+        "invalid_request_error",
+        False,
+        "Send a key as 'Authorization: Bearer KEY' (or x-api-key); an operator makes one with "
+        "'inferrelay keys create NAME'.",
+        code="invalid_api_key",  # OpenAI's
+    ),
+    ErrorKind.FORBIDDEN: KindPolicy(
+        403, "invalid_request_error", False, "This key may not do this; an operator can make a key that may."
     ),
     ErrorKind.INTERNAL: KindPolicy(500, "server_error", True, "An unexpected error; the server log has the traceback."),
 }

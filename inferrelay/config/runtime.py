@@ -44,6 +44,9 @@ class RuntimeSettings(Strict):
         "to the same model (at most a batch of 32 inputs); 0 gathers only what is already waiting",
     )
     metrics: bool = Field(default=True, description="Prometheus metrics at GET /metrics")
+    metrics_need_key: bool = Field(
+        default=False, description="once keys exist, GET /metrics needs one too (else it stays open to scrapers)"
+    )
     request_log: bool = Field(default=True, description="one row per request in $INFERRELAY_HOME/requests.sqlite3")
     request_log_retention: Duration = Field(default=7 * 86400.0, description="rows older than this are deleted")
     engine_isolation: Literal["process", "in_process"] = Field(

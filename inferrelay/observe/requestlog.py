@@ -37,13 +37,14 @@ CREATE TABLE IF NOT EXISTS requests (
     prompt_tokens INTEGER NOT NULL,
     completion_tokens INTEGER NOT NULL,
     latency_ms REAL NOT NULL,
-    ttft_ms REAL
+    ttft_ms REAL,
+    key_name TEXT                  -- the caller's key (its name, never the key); NULL without keys
 );
 CREATE INDEX IF NOT EXISTS requests_at ON requests (at);
 """
 COLUMNS = (
     "at", "request_id", "model", "kind", "stream", "backend", "status", "outcome", "attempts",
-    "prompt_tokens", "completion_tokens", "latency_ms", "ttft_ms",
+    "prompt_tokens", "completion_tokens", "latency_ms", "ttft_ms", "key_name",
 )  # fmt: skip
 PRUNE_EVERY_S = 3600.0
 BATCH_WINDOW_S = 0.05
@@ -64,6 +65,7 @@ class LogRow:
     completion_tokens: int
     latency_ms: float
     ttft_ms: float | None
+    key_name: str | None = None
 
     def values(self) -> tuple[Any, ...]:
         values = [getattr(self, c) for c in COLUMNS]
@@ -77,6 +79,8 @@ def connect(home: Path) -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a crash of the process loses nothing committed
     db.executescript(SCHEMA)
+    if "key_name" not in {row[1] for row in db.execute("PRAGMA table_info(requests)")}:
+        db.execute("ALTER TABLE requests ADD COLUMN key_name TEXT")  # a log from before keys
     return db
 
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from inferrelay.access import caller
+from inferrelay.access.keys import Key
 from inferrelay.errors import InferrelayError
 from inferrelay.observe import context, tracing
 from inferrelay.observe.metrics import Metrics
@@ -35,6 +38,7 @@ class Tracked:
     first_token_at: float | None = None
     done: bool = False
     span: Any = None  # the request's trace span, when tracing is on
+    key: Key | None = None  # the caller's key, when keys are in use
 
 
 class Observer:
@@ -44,13 +48,15 @@ class Observer:
         self.running = 0
         self.remedies_taken: Counter[tuple[str, str]] = Counter()
         """(model, remediation step) -> how many times, since the app started."""
+        self.spend: Callable[[Key, int], None] | None = None
+        """Told each keyed request's tokens when it is done (access/quota.py)."""
         self.unclassified: Counter[str] = Counter()
         """Exception types that no rule classified (kind `internal`), by module and name: each one can get its
         own rule in error_rules.py."""
 
     def begin(self, model: str, kind: str, stream: bool, request_id: str | None = None) -> Tracked:
         self.running += 1
-        tracked = Tracked(request_id or uuid.uuid4().hex, model, kind, stream)
+        tracked = Tracked(request_id or uuid.uuid4().hex, model, kind, stream, key=caller.current.get())
         context.request_id.set(tracked.request_id)  # for this request's task: sent on to providers
         tracked.span = tracing.start(
             f"{kind} {model}", **{"inferrelay.request_id": tracked.request_id, "inferrelay.model": model}
@@ -94,6 +100,8 @@ class Observer:
         latency = ended - tracked.started
         backend = tracked.backend or NO_BACKEND
         ttft = None if tracked.first_token_at is None else tracked.first_token_at - tracked.started
+        if tracked.key is not None and self.spend is not None:
+            self.spend(tracked.key, tracked.prompt_tokens + tracked.completion_tokens)
         if self.metrics is not None:
             self._count(tracked, self.metrics, latency, ttft, ended)
         tracing.end(
@@ -112,7 +120,7 @@ class Observer:
                     tracked.at, tracked.request_id, tracked.model, tracked.kind, tracked.stream, tracked.backend,
                     tracked.status, tracked.outcome, [(a.backend, a.kind.value) for a in tracked.attempts],
                     tracked.prompt_tokens, tracked.completion_tokens, latency * 1000,
-                    None if ttft is None else ttft * 1000,
+                    None if ttft is None else ttft * 1000, tracked.key.name if tracked.key else None,
                 )
             )  # fmt: skip
 

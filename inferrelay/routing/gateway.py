@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from inferrelay.access import caller
 from inferrelay.capabilities import Capability
 from inferrelay.config.schema import ModelSpec
 from inferrelay.errors import ErrorKind, InferrelayError
@@ -58,6 +59,7 @@ class Gateway:
         self.chain = chain
 
     async def serve(self, order: Order[T]) -> Served[T]:
+        caller.check_model(order.model)  # a key limited to other models: 403 before any work
         steps = self.resolver.resolve(order.model, order.capability)
 
         async def local(spec: ModelSpec) -> Served[T]:

@@ -6,28 +6,7 @@ import time
 from collections.abc import Callable
 
 from inferrelay.config.providers import RemoteProvider
-
-
-class TokenBucket:
-    """Holds at most a minute's allowance; refills at allowance/60 per second."""
-
-    def __init__(self, per_minute: int, clock: Callable[[], float]) -> None:
-        self._capacity = float(per_minute)
-        self._rate = per_minute / 60.0
-        self._tokens = float(per_minute)
-        self._clock = clock
-        self._at = clock()
-
-    def wait_for(self, amount: float) -> float:
-        """Seconds until `amount` is available (0: available now); nothing is taken."""
-        now = self._clock()
-        self._tokens = min(self._capacity, self._tokens + (now - self._at) * self._rate)
-        self._at = now
-        amount = min(amount, self._capacity)  # a request larger than a minute's allowance waits for a full bucket
-        return 0.0 if self._tokens >= amount else (amount - self._tokens) / self._rate
-
-    def take(self, amount: float) -> None:
-        self._tokens -= min(amount, self._capacity)
+from inferrelay.token_bucket import TokenBucket
 
 
 class RateLimiter:

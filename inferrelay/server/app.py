@@ -9,6 +9,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from inferrelay import __version__
+from inferrelay.access.keys import KeyStore
+from inferrelay.access.quota import KeyQuota
+from inferrelay.access.usage import spent_by_key
 from inferrelay.config.embedded import embedded_models
 from inferrelay.config.schema import Settings
 from inferrelay.engines.registry import EngineRegistry
@@ -24,7 +27,9 @@ from inferrelay.routing.stats import DeploymentBook
 from inferrelay.runtime.catalog import ModelCatalog
 from inferrelay.runtime.pool import ModelPool
 from inferrelay.runtime.registry import ModelRegistry
+from inferrelay.server.auth import KeyGate
 from inferrelay.server.errors import install_error_handlers
+from inferrelay.server.keys_routes import router as keys_router
 from inferrelay.server.management_routes import router as management_router
 from inferrelay.server.metrics_routes import router as metrics_router
 from inferrelay.server.openai_routes import router as openai_router
@@ -48,7 +53,10 @@ def create_app(settings: Settings, registry: EngineRegistry | None = None) -> Fa
     metrics = Metrics() if runtime.metrics else None
     observer = Observer(metrics, request_log)
     gateway = Gateway(resolver, step_router, chain)
-    relay = Relay(settings, registry, pool, chain, resolver, step_router, catalog, observer, gateway)
+    keys = KeyStore(settings.home)
+    quota = KeyQuota(lambda: spent_by_key(settings.home))
+    observer.spend = quota.spend
+    relay = Relay(settings, registry, pool, chain, resolver, step_router, catalog, observer, gateway, keys, quota)
     if metrics is not None:
         metrics.registry.register(LiveCollector(lambda: live_state(relay)))
 
@@ -72,10 +80,12 @@ def create_app(settings: Settings, registry: EngineRegistry | None = None) -> Fa
     app = FastAPI(title="inferrelay", version=__version__, lifespan=lifespan)
     app.state.relay = relay
     install_error_handlers(app)
+    app.add_middleware(KeyGate, store=keys, quota=quota, metrics_need_key=runtime.metrics_need_key)
     app.include_router(openai_router)
     app.include_router(management_router)
     app.include_router(runtime_router)
     app.include_router(metrics_router)
+    app.include_router(keys_router)
     return app
 
 

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from inferrelay.access import caller
 from inferrelay.capabilities import Capability
 from inferrelay.engines.base import Piece
 from inferrelay.errors import ErrorKind, InferrelayError, classify
@@ -296,7 +297,7 @@ async def retrieve_model(model_id: str, request: Request) -> dict[str, Any]:
 def _model_entries(relay: Relay) -> dict[str, dict[str, Any]]:
     local = {name: spec for name in relay.catalog.names() if (spec := relay.catalog.get(name))}
     entries = {}
-    for name in relay.resolver.exposed():
+    for name in filter(caller.visible, relay.resolver.exposed()):  # a key sees the models it may use
         entry: dict[str, Any] = {"id": name, "object": "model", "created": 0, "owned_by": "inferrelay"}
         if name in local:
             entry |= {"capabilities": [c.value for c in local[name].capabilities], "engines": local[name].engines}

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from inferrelay.access.keys import KeyStore
+from inferrelay.access.quota import KeyQuota
 from inferrelay.config.schema import Settings
 from inferrelay.engines.registry import EngineRegistry
 from inferrelay.observe.requests import Observer
@@ -28,6 +30,8 @@ class Relay:
     catalog: ModelCatalog
     observer: Observer
     gateway: Gateway
+    keys: KeyStore
+    quota: KeyQuota
 
 
 def relay_of(request: Request) -> Relay:

@@ -12,10 +12,11 @@ from inferrelay.config.schema import ModelSpec, Settings
 from inferrelay.errors import ErrorKind
 from inferrelay.outcome import ChainFailed, Served
 from inferrelay.providers.remote import RemoteClient
-from inferrelay.routing.ratelimit import RateLimiter, TokenBucket, estimate_tokens
+from inferrelay.routing.ratelimit import RateLimiter, estimate_tokens
 from inferrelay.routing.resolve import Step
 from inferrelay.routing.router import StepRouter
 from inferrelay.server.errors import error_response
+from inferrelay.token_bucket import TokenBucket
 
 
 class Clock:
