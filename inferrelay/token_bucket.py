@@ -27,3 +27,7 @@ class TokenBucket:
 
     def take(self, amount: float) -> None:
         self._tokens -= min(amount, self._capacity)
+
+    def debit(self, amount: float) -> None:
+        """Take all of `amount`, below zero if need be: what an answer used, known only after it."""
+        self._tokens -= amount

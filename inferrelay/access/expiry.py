@@ -17,4 +17,4 @@ def expires_at(text: str, now: float | None = None) -> float:
         seconds = parse_duration(text)
     if not 0 < seconds <= 100 * 365 * DAY_S:
         raise ValueError(f"{text!r}: a key's lifetime is more than 0 and at most 100 years, e.g. '30d' or '12h'")
-    return (now or time.time()) + seconds
+    return (time.time() if now is None else now) + seconds

@@ -64,7 +64,7 @@ class Key:
     def state(self, now: float | None = None) -> str:
         if self.revoked_at is not None:
             return "revoked"
-        if self.expires_at is not None and (now or time.time()) >= self.expires_at:
+        if self.expires_at is not None and (time.time() if now is None else now) >= self.expires_at:
             return "expired"
         return "active"
 

@@ -66,7 +66,7 @@ class KeyQuota:
             spent = self._spent_map()
             spent[key.name] = spent.get(key.name, 0) + tokens
             if key.tpm is not None:
-                self._bucket(self._tokens, key.name, key.tpm).take(tokens)
+                self._bucket(self._tokens, key.name, key.tpm).debit(tokens)
 
     def spent(self, name: str) -> int:
         return self._spent_map().get(name, 0)

@@ -1,0 +1,122 @@
+"""The key store and a key's allowance, without a server: hashes only, states, rereading, limits, budget."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from inferrelay.access.expiry import expires_at
+from inferrelay.access.keys import KeyExistsError, KeyStore, digest
+from inferrelay.access.quota import KeyQuota
+from inferrelay.errors import ErrorKind, InferrelayError
+from inferrelay.server.auth import presented_key
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_only_the_hash_is_stored_and_the_secret_finds_its_key(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path)
+    assert not store.has_keys()
+    key, secret = store.create("ci", models=["a", "b"], rpm=3)
+    raw = (tmp_path / "keys.sqlite3").read_bytes()
+    assert secret.encode() not in raw
+    assert digest(secret).encode() in raw
+    assert store.find(secret) == key
+    assert store.find(secret + "x") is None
+    assert store.find("") is None
+    assert key.may_use("a")
+    assert not key.may_use("c")
+    assert (tmp_path / "keys.sqlite3").stat().st_mode & 0o077 == 0
+
+
+def test_names_are_unique_and_limits_positive(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path)
+    store.create("ci")
+    with pytest.raises(KeyExistsError):
+        store.create("ci")
+    for bad in ({"rpm": 0}, {"tpm": -1}, {"budget_tokens": 0}, {"models": []}):
+        with pytest.raises(ValueError):  # noqa: PT011 - the message is checked by the API tests
+            store.create("other", **bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):  # noqa: PT011
+        store.create("has space")
+
+
+def test_a_revocation_by_another_process_is_seen_on_the_next_lookup(tmp_path: Path) -> None:
+    server_side, cli_side = KeyStore(tmp_path), KeyStore(tmp_path)
+    _, secret = cli_side.create("ci")
+    found = server_side.find(secret)
+    assert found is not None
+    assert found.state() == "active"
+    with sqlite3.connect(tmp_path / "keys.sqlite3") as db:  # as `inferrelay keys revoke` does, elsewhere
+        db.execute("UPDATE keys SET revoked_at = 1 WHERE name = 'ci'")
+    again = server_side.find(secret)
+    assert again is not None
+    assert again.state() == "revoked"
+
+
+def test_expiry(tmp_path: Path) -> None:
+    assert expires_at("30d", now=0) == 30 * 86400
+    assert expires_at("12h", now=0) == 12 * 3600
+    for bad in ("0d", "-1", "soon", "200000d"):
+        with pytest.raises(ValueError):  # noqa: PT011
+            expires_at(bad)
+    key, _ = KeyStore(tmp_path).create("short", expires_at=10.0)
+    assert key.state(now=9.9) == "active"
+    assert key.state(now=10.0) == "expired"
+
+
+def test_rpm_refuses_the_sixth_request_and_says_when(tmp_path: Path) -> None:
+    key, _ = KeyStore(tmp_path).create("ci", rpm=5)
+    clock = Clock()
+    quota = KeyQuota(dict, clock)
+    for _ in range(5):
+        quota.admit(key)
+    with pytest.raises(InferrelayError) as refused:
+        quota.admit(key)
+    assert refused.value.kind is ErrorKind.RATE_LIMITED
+    assert refused.value.retry_after == pytest.approx(12.0)
+    assert refused.value.body()["error"]["code"] == "rate_limit_exceeded"
+    clock.now += 12.0
+    quota.admit(key)
+
+
+def test_tpm_counts_the_tokens_answers_used(tmp_path: Path) -> None:
+    key, _ = KeyStore(tmp_path).create("ci", tpm=600)
+    clock = Clock()
+    quota = KeyQuota(dict, clock)
+    quota.admit(key)
+    quota.spend(key, 700)  # one answer may overshoot; the next waits until the bucket is positive again
+    with pytest.raises(InferrelayError) as refused:
+        quota.admit(key)
+    assert refused.value.retry_after == pytest.approx(10.1)  # 101 tokens at 10 a second
+    clock.now += 10.1
+    quota.admit(key)
+
+
+def test_a_budget_is_read_back_and_refuses_once_spent(tmp_path: Path) -> None:
+    key, _ = KeyStore(tmp_path).create("ci", budget_tokens=100)
+    quota = KeyQuota(lambda: {"ci": 90}, Clock())
+    quota.admit(key)
+    quota.spend(key, 10)
+    assert quota.spent("ci") == 100
+    with pytest.raises(InferrelayError) as refused:
+        quota.admit(key)
+    assert refused.value.status == 429
+    assert refused.value.body()["error"]["code"] == "budget_exhausted"
+    assert refused.value.retry_after is None
+
+
+def test_the_key_comes_from_a_bearer_token_or_x_api_key() -> None:
+    assert presented_key([(b"authorization", b"Bearer irk_abc")]) == "irk_abc"
+    assert presented_key([(b"authorization", b"bearer  irk_abc ")]) == "irk_abc"
+    assert presented_key([(b"x-api-key", b"irk_xyz")]) == "irk_xyz"
+    assert presented_key([(b"authorization", b"Basic Zm9v")]) is None
+    assert presented_key([]) is None
