@@ -160,3 +160,39 @@ def test_serving_a_public_address_needs_a_key(tmp_path: Path) -> None:
     assert done.returncode != 0
     assert "inferrelay keys create" in done.stderr
     assert "--insecure-no-auth" in done.stderr
+
+
+def test_the_callers_key_never_reaches_a_provider_nor_the_log(
+    tmp_path: Path, test_home: Path, start_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The front server holds one key for its callers; its provider (another inferrelay) holds another, which the
+    front sends from api_key_env. Had the front forwarded its caller's header, the provider would answer 401."""
+    upstream_home, front_home = tmp_path / "up", tmp_path / "front"
+    for home in (upstream_home, front_home):
+        home.mkdir()
+        (home / "cache").symlink_to(test_home / "cache")
+    upstream_key = make_key(upstream_home, "front-server")
+    caller_key = make_key(front_home, "caller")
+    upstream = start_server(upstream_home)
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "providers.yaml").write_text(
+        f"providers:\n  up:\n    type: openai_compatible\n    base_url: {upstream.url}/v1\n"
+        "    api_key_env: UPSTREAM_KEY\n    max_retries: 0\n    health_interval_s: 0\n"
+    )
+    (config / "model-mappings.yaml").write_text(
+        f"exact_matches:\n  remote-embed: {{provider: up, model: {MINILM.name}}}\n"
+    )
+    monkeypatch.setenv("UPSTREAM_KEY", upstream_key)
+    front = start_server(front_home, "--config", str(config))
+
+    answer = client(front, caller_key).embeddings.create(model="remote-embed", input="hello")
+    assert len(answer.data[0].embedding) == 384
+    front.stop()
+    upstream.stop()
+    for home, name in ((front_home, "caller"), (upstream_home, "front-server")):
+        raw = b"".join(p.read_bytes() for p in home.glob("requests.sqlite3*"))  # with the WAL, if left
+        assert caller_key.encode() not in raw
+        assert upstream_key.encode() not in raw
+        rows = json.loads(keys(home, "usage", "--json").stdout)
+        assert [(r["key"], r["requests"]) for r in rows] == [(name, 1)]
