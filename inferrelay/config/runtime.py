@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from inferrelay.config.limits import RequestLimits
 from inferrelay.config.strict import Strict
 from inferrelay.config.units import Duration, Size
 
@@ -59,6 +60,9 @@ class RuntimeSettings(Strict):
     crash_cooldown: Duration = Field(default=600.0, description="how long a crash-looping pair is skipped")
     crash_backoff: Duration = Field(
         default=1.0, description="wait before restarting a crashed worker, doubled per recent crash, at most 30s"
+    )
+    limits: RequestLimits = Field(
+        default_factory=RequestLimits, description="how much one request may hold (docs/api.md, Limits)"
     )
 
     @field_validator("memory_budget")

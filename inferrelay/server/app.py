@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from inferrelay import __version__
 from inferrelay.access.keys import KeyStore
@@ -28,6 +28,8 @@ from inferrelay.runtime.catalog import ModelCatalog
 from inferrelay.runtime.pool import ModelPool
 from inferrelay.runtime.registry import ModelRegistry
 from inferrelay.server.auth import KeyGate
+from inferrelay.server.body_limit import BodyLimit
+from inferrelay.server.door import check_request
 from inferrelay.server.errors import install_error_handlers
 from inferrelay.server.keys_routes import router as keys_router
 from inferrelay.server.management_routes import router as management_router
@@ -77,10 +79,12 @@ def create_app(settings: Settings, registry: EngineRegistry | None = None) -> Fa
         pool.close()
         models.close()
 
-    app = FastAPI(title="inferrelay", version=__version__, lifespan=lifespan)
+    door = [Depends(check_request)]  # text and counts checked on the parsed body, before validation (server/door.py)
+    app = FastAPI(title="inferrelay", version=__version__, lifespan=lifespan, dependencies=door)
     app.state.relay = relay
     install_error_handlers(app)
     app.add_middleware(KeyGate, store=keys, quota=quota, metrics_need_key=runtime.metrics_need_key)
+    app.add_middleware(BodyLimit, max_bytes=runtime.limits.max_body_bytes)  # outermost: refused before auth
     app.include_router(openai_router)
     app.include_router(management_router)
     app.include_router(runtime_router)

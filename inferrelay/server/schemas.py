@@ -95,13 +95,6 @@ class GenerationParams(OpenAIRequest):
             raise ValueError("must be between -2 and 2")
         return value
 
-    @field_validator("stop")
-    @classmethod
-    def _stop_list(cls, stop: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(stop, list) and len(stop) > 4:
-            raise ValueError("at most 4 stop sequences")
-        return stop
-
     @model_validator(mode="after")
     def _stream_options_need_stream(self) -> GenerationParams:
         if self.stream_options is not None and not self.stream:
@@ -320,8 +313,6 @@ class EmbeddingRequest(OpenAIRequest):
             raise ValueError("input must be a string or a list of strings")
         if not items:
             raise ValueError("input must not be an empty list")
-        if len(items) > 2048:
-            raise ValueError("at most 2048 inputs per request")
         if all(isinstance(t, str) for t in items):
             if not all(items):
                 raise ValueError("input must not contain empty strings")

@@ -69,7 +69,6 @@ def test_unreadable_bodies(client: Any, content: str, message: str) -> None:
         (chat_body(messages=[{"role": "user", "content": [{"type": "text"}]}]), "messages.0.content", "text part"),
         (chat_body(messages=[{"role": "user", "content": [{"text": "hi"}]}]), "messages.0.content", "'type'"),
         (chat_body(stop=5), "stop", None),
-        (chat_body(stop=["a", "b", "c", "d", "e"]), "stop", "at most 4"),
         (chat_body(messages=[{"role": "user", "content": 5}]), "messages.0.content", None),
         (chat_body(messages=[{"role": "wizard", "content": "hi"}]), "messages.0.role", None),
         (chat_body(messages=[{"role": "user"}]), "messages.0.content", "required"),
@@ -128,7 +127,6 @@ def test_what_no_step_can_honour_is_a_400_naming_the_parameter_and_the_steps(
         ({"model": "emb", "input": "x", "dimensions": 4}, "dimensions", "not supported"),
         ({"model": "emb", "input": "x", "encoding_format": "int8"}, "encoding_format", None),
         ({"model": "emb"}, "input", "required"),
-        ({"model": "emb", "input": ["a"] * 2049}, "input", "at most 2048"),
     ],
 )
 def test_bad_embedding_requests_name_the_field(
