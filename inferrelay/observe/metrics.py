@@ -20,6 +20,20 @@ PREFIX = "inferrelay:"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
+UNKNOWN = "unknown"
+"""The one label of every model name this server does not know: a caller cannot add label values."""
+
+
+def model_label(name: str, known: Callable[[str], bool]) -> str:
+    return name if known(name) else UNKNOWN
+
+
+def backend_label(backend: str, requested: str, label: str) -> str:
+    """A backend named after an unknown requested model (`provider/<what the caller sent>`) as `provider/unknown`."""
+    provider, slash, model = backend.partition("/")
+    if label == requested or not slash or not model.startswith(requested):  # `requested` may be cut to MAX_TEXT
+        return backend
+    return f"{provider}/{UNKNOWN}"
 
 
 @dataclass

@@ -1,11 +1,14 @@
-"""The request log: one row per finished request in `$INFERRELAY_HOME/requests.sqlite3`.
+"""The request log: one row per answered request in `$INFERRELAY_HOME/requests.sqlite3`.
 
-Rows are written off the request path: the request puts its row on a queue,
-a writer task inserts what has queued within 50 ms (one transaction per
-batch, in a thread), and `close` drains the queue, so a clean shutdown loses
-nothing. The log runs in WAL mode with synchronous=NORMAL: a crash of the
-process loses no committed row; a power cut may lose the last ones.
-Rows older than the retention are deleted at start and every hour.
+A row is committed before its answer leaves (a stream's when its first event
+is ready, marked `incomplete`, and completed when it ends), so a crash of the
+process, SIGKILL included, never loses an answered request. The log runs in
+WAL mode with synchronous=NORMAL: a commit is a write to the WAL, no fsync
+(a few microseconds, on the event loop); a power cut may lose the last rows.
+Checkpoints (which fsync) and the deletion of rows older than the retention
+(at start and every hour) run off the event loop, on a second connection.
+Text a caller chose (the model name, the request id) is kept to MAX_TEXT
+characters.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import json
 import logging
 import sqlite3
 import time
+from contextlib import closing, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +51,10 @@ COLUMNS = (
     "prompt_tokens", "completion_tokens", "latency_ms", "ttft_ms", "key_name",
 )  # fmt: skip
 PRUNE_EVERY_S = 3600.0
-BATCH_WINDOW_S = 0.05
+UPKEEP_EVERY_S = 1.0
+PRUNE_CHUNK = 2000  # rows per delete: the loop's writes wait for one chunk at most
+MAX_TEXT = 256
+INCOMPLETE = "incomplete"  # a stream's outcome until it ends
 
 
 @dataclass(frozen=True)
@@ -68,9 +75,14 @@ class LogRow:
     key_name: str | None = None
 
     def values(self) -> tuple[Any, ...]:
-        values = [getattr(self, c) for c in COLUMNS]
-        values[COLUMNS.index("attempts")] = json.dumps(self.attempts)
+        values = [bounded(v) if isinstance(v, str) else v for v in (getattr(self, c) for c in COLUMNS)]
+        values[COLUMNS.index("attempts")] = json.dumps([[bounded(b), k] for b, k in self.attempts])
         return tuple(values)
+
+
+def bounded(text: str) -> str:
+    """At most MAX_TEXT characters: a caller cannot grow the log (or a header) by sending longer names."""
+    return text[:MAX_TEXT]  # no marker added: an echoed header must stay latin-1
 
 
 def connect(home: Path) -> sqlite3.Connection:
@@ -86,48 +98,72 @@ def connect(home: Path) -> sqlite3.Connection:
 
 class RequestLog:
     def __init__(self, home: Path, retention_s: float) -> None:
-        self._db = connect(home)
+        self._home = home
+        self._db = connect(home)  # the event loop's: one autocommitted statement per row
+        self._db.isolation_level = None
+        self._db.execute("PRAGMA wal_autocheckpoint=0")  # a checkpoint fsyncs: the upkeep does it, off the loop
         self._retention_s = retention_s
-        self._queue: asyncio.Queue[LogRow | None] = asyncio.Queue()  # None: write what is queued, then stop
-        self._writer: asyncio.Task[None] | None = None
+        self._upkeep: asyncio.Task[None] | None = None
         self._pruned_at = 0.0
+        self.lost = 0  # rows that could not be written (a full disk, a lock held too long)
 
     def start(self) -> None:
-        self._writer = asyncio.create_task(self._write_forever())
+        self._upkeep = asyncio.create_task(self._upkeep_forever())
 
-    def add(self, row: LogRow) -> None:
-        self._queue.put_nowait(row)
-
-    async def _write_forever(self) -> None:
-        stopping = False
-        while not stopping:
-            batch = [await self._queue.get()]
-            if batch[0] is not None:
-                await asyncio.sleep(BATCH_WINDOW_S)  # gather the rows of a busy moment into one transaction
-            while not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            rows = [row for row in batch if row is not None]
-            stopping = len(rows) < len(batch)
-            if rows:
-                await asyncio.to_thread(self._insert, rows)
-
-    def _insert(self, rows: list[LogRow]) -> None:
+    def add(self, row: LogRow) -> int | None:
+        """Commit the row now, before its answer leaves; its id, to complete it later (`replace`)."""
         marks = ", ".join("?" for _ in COLUMNS)
-        with self._db:
-            insert = f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({marks})"
-            self._db.executemany(insert, [r.values() for r in rows])
-        if time.time() - self._pruned_at > PRUNE_EVERY_S:
-            self.prune()
+        return self._write(f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({marks})", row.values())
+
+    def replace(self, row_id: int, row: LogRow) -> None:
+        assignments = ", ".join(f"{column} = ?" for column in COLUMNS)
+        self._write(f"UPDATE requests SET {assignments} WHERE id = ?", (*row.values(), row_id))
+
+    def _write(self, statement: str, values: tuple[Any, ...]) -> int | None:
+        try:
+            return self._db.execute(statement, values).lastrowid
+        except sqlite3.Error as exc:  # the log must never fail the request it records
+            self.lost += 1
+            log.warning("request log: a row could not be written (%s); %d lost so far", exc, self.lost)
+            return None
+
+    async def _upkeep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(UPKEEP_EVERY_S)
+            try:
+                await asyncio.to_thread(self._tidy)
+            except sqlite3.Error as exc:
+                log.warning("request log: upkeep failed (%s); retrying in %ss", exc, UPKEEP_EVERY_S)
+
+    def _tidy(self) -> None:
+        """A passive checkpoint (it never blocks a writer), and the hourly prune."""
+        with closing(sqlite3.connect(self._home / LOG_NAME, timeout=30, isolation_level=None)) as db:
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            if time.time() - self._pruned_at > PRUNE_EVERY_S:
+                self._prune(db)
 
     def prune(self) -> int:
+        """Delete the rows older than the retention (at start; then hourly by the upkeep)."""
+        with closing(sqlite3.connect(self._home / LOG_NAME, timeout=30, isolation_level=None)) as db:
+            return self._prune(db)
+
+    def _prune(self, db: sqlite3.Connection) -> int:
         self._pruned_at = time.time()
-        with self._db:
-            deleted = self._db.execute("DELETE FROM requests WHERE at < ?", (time.time() - self._retention_s,)).rowcount
-        return int(deleted)
+        cutoff, deleted = time.time() - self._retention_s, 0
+        while True:
+            chunk = db.execute(
+                "DELETE FROM requests WHERE id IN (SELECT id FROM requests WHERE at < ? LIMIT ?)", (cutoff, PRUNE_CHUNK)
+            ).rowcount
+            deleted += chunk
+            if chunk < PRUNE_CHUNK:
+                return deleted
 
     async def close(self) -> None:
-        """Write every row still queued, then stop."""
-        if self._writer is not None:
-            self._queue.put_nowait(None)
-            await self._writer
+        """Stop the upkeep and checkpoint; every row is already committed."""
+        if self._upkeep is not None:
+            self._upkeep.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._upkeep
+        with suppress(sqlite3.Error):
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
         self._db.close()

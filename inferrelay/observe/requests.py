@@ -13,8 +13,8 @@ from inferrelay.access import caller
 from inferrelay.access.keys import Key
 from inferrelay.errors import InferrelayError
 from inferrelay.observe import context, tracing
-from inferrelay.observe.metrics import Metrics
-from inferrelay.observe.requestlog import LogRow, RequestLog
+from inferrelay.observe.metrics import Metrics, backend_label, model_label
+from inferrelay.observe.requestlog import INCOMPLETE, LogRow, RequestLog, bounded
 from inferrelay.outcome import Attempt, ChainFailed, Remedy, Served
 
 NO_BACKEND = "none"
@@ -39,6 +39,7 @@ class Tracked:
     done: bool = False
     span: Any = None  # the request's trace span, when tracing is on
     key: Key | None = None  # the caller's key, when keys are in use
+    row_id: int | None = None  # a stream's row in the request log, written when its first event is ready
 
 
 class Observer:
@@ -50,13 +51,17 @@ class Observer:
         """(model, remediation step) -> how many times, since the app started."""
         self.spend: Callable[[Key, int], None] | None = None
         """Told each keyed request's tokens when it is done (access/quota.py)."""
+        self.known_model: Callable[[str], bool] = lambda name: True
+        """Whether a model name is this server's (configured, registered, embedded): metrics label only those."""
         self.unclassified: Counter[str] = Counter()
         """Exception types that no rule classified (kind `internal`), by module and name: each one can get its
         own rule in error_rules.py."""
 
     def begin(self, model: str, kind: str, stream: bool, request_id: str | None = None) -> Tracked:
         self.running += 1
-        tracked = Tracked(request_id or uuid.uuid4().hex, model, kind, stream, key=caller.current.get())
+        model = bounded(model)  # a caller's text is kept (log, trace, echoed header) to MAX_TEXT characters
+        request_id = bounded(request_id) if request_id else uuid.uuid4().hex
+        tracked = Tracked(request_id, model, kind, stream, key=caller.current.get())
         context.request_id.set(tracked.request_id)  # for this request's task: sent on to providers
         tracked.span = tracing.start(
             f"{kind} {model}", **{"inferrelay.request_id": tracked.request_id, "inferrelay.model": model}
@@ -68,6 +73,8 @@ class Observer:
         self._count_outcome(served.attempts, served.remedies)
         if tracked.stream:
             tracked.first_token_at = time.perf_counter()  # the stream's first event is ready: fallback is over
+            if self.log is not None:  # its answer starts to leave now: a row that a crash cannot lose
+                tracked.row_id = self.log.add(self._row(tracked, INCOMPLETE, time.perf_counter()))
 
     def usage(self, tracked: Tracked, usage: dict[str, Any] | None) -> None:
         if usage:
@@ -114,18 +121,25 @@ class Observer:
                 "gen_ai.usage.output_tokens": tracked.completion_tokens,
             },
         )
-        if self.log is not None:
-            self.log.add(
-                LogRow(
-                    tracked.at, tracked.request_id, tracked.model, tracked.kind, tracked.stream, tracked.backend,
-                    tracked.status, tracked.outcome, [(a.backend, a.kind.value) for a in tracked.attempts],
-                    tracked.prompt_tokens, tracked.completion_tokens, latency * 1000,
-                    None if ttft is None else ttft * 1000, tracked.key.name if tracked.key else None,
-                )
-            )  # fmt: skip
+        if self.log is not None:  # before the answer leaves (a stream: its row completed at its end)
+            row = self._row(tracked, tracked.outcome, ended)
+            if tracked.row_id is None:
+                self.log.add(row)
+            else:
+                self.log.replace(tracked.row_id, row)
+
+    def _row(self, tracked: Tracked, outcome: str, now: float) -> LogRow:
+        ttft = None if tracked.first_token_at is None else tracked.first_token_at - tracked.started
+        return LogRow(
+            tracked.at, tracked.request_id, tracked.model, tracked.kind, tracked.stream, tracked.backend,
+            tracked.status, outcome, [(a.backend, a.kind.value) for a in tracked.attempts],
+            tracked.prompt_tokens, tracked.completion_tokens, (now - tracked.started) * 1000,
+            None if ttft is None else ttft * 1000, tracked.key.name if tracked.key else None,
+        )  # fmt: skip
 
     def _count(self, tracked: Tracked, m: Metrics, latency: float, ttft: float | None, ended: float) -> None:
-        labels = (tracked.model, tracked.backend or NO_BACKEND)
+        model = model_label(tracked.model, self.known_model)
+        labels = (model, backend_label(tracked.backend or NO_BACKEND, tracked.model, model))
         m.requests.labels(*labels, tracked.outcome).inc()
         m.latency.labels(*labels).observe(latency)
         m.prompt_tokens.labels(*labels).inc(tracked.prompt_tokens)
@@ -134,11 +148,11 @@ class Observer:
             m.ttft.labels(*labels).observe(ttft)
             if tracked.completion_tokens > 1:
                 m.tpot.labels(*labels).observe((ended - tracked.first_token_at) / (tracked.completion_tokens - 1))
-        chain = [a.backend for a in tracked.attempts] + [tracked.backend or NO_BACKEND]
-        for attempt, next_backend in zip(tracked.attempts, chain[1:], strict=True):
-            if next_backend == attempt.backend:
-                m.retries.labels(attempt.backend, attempt.kind.value).inc()
+        chain = [backend_label(a.backend, tracked.model, model) for a in tracked.attempts] + [labels[1]]
+        for attempt, backend, next_backend in zip(tracked.attempts, chain, chain[1:], strict=False):
+            if next_backend == backend:
+                m.retries.labels(backend, attempt.kind.value).inc()
             else:
-                m.fallbacks.labels(attempt.backend, next_backend, attempt.kind.value).inc()
+                m.fallbacks.labels(backend, next_backend, attempt.kind.value).inc()
         for remedy in tracked.remedies:
             m.remediations.labels(remedy.model, remedy.step.value).inc()

@@ -58,6 +58,7 @@ def create_app(settings: Settings, registry: EngineRegistry | None = None) -> Fa
     keys = KeyStore(settings.home)
     quota = KeyQuota(lambda: spent_by_key(settings.home))
     observer.spend = quota.spend
+    observer.known_model = lambda name: name in resolver.exposed()  # metrics label other names `unknown`
     relay = Relay(settings, registry, pool, chain, resolver, step_router, catalog, observer, gateway, keys, quota)
     if metrics is not None:
         metrics.registry.register(LiveCollector(lambda: live_state(relay)))
