@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -129,3 +133,76 @@ def test_a_year_of_keep_alive_and_for_ever_still_serve(start_server: Any, home: 
             assert httpx.get(f"{runtime}{path}", timeout=60).status_code == 200, (keep_alive, path)
         view = httpx.get(f"{runtime}/models/{SMOLLM2.name}", timeout=60).json()
         assert view["loaded"][0]["keep_alive_s"] == (366 * 86400 if keep_alive == "366d" else -1)
+
+
+def test_unknown_model_names_do_not_grow_the_metrics(start_server: Any, home: Path) -> None:
+    server = start_server(home)
+    chat = {"model": SMOLLM2.name, "messages": FRANCE, "max_tokens": 1, "temperature": 0}
+    with httpx.Client(base_url=server.url, timeout=120) as client:
+        assert client.post("/v1/chat/completions", json=chat).status_code == 200
+        before = len(client.get("/metrics").text)
+        for number in range(200):
+            body = {**chat, "model": f"nobody-{number}-" + "z" * 1000}
+            assert client.post("/v1/chat/completions", json=body).status_code == 404
+        text = client.get("/metrics").text
+    assert "z" * 100 not in text
+    assert len(text) < before + 4000  # one `unknown` series per metric, not 200 of a kilobyte each
+    assert 'inferrelay:requests_total{backend="none",model_name="unknown",outcome="model_not_found"} 200.0' in text
+    assert f'model_name="{SMOLLM2.name}"' in text
+
+
+def test_caller_text_is_bounded_in_the_log_and_the_echoed_request_id(start_server: Any, home: Path) -> None:
+    server = start_server(home)
+    long_id, long_model = "i" * 5000, "m" * 5000
+    chat = {"model": SMOLLM2.name, "messages": FRANCE, "max_tokens": 1}
+    answered = httpx.post(
+        f"{server.url}/v1/chat/completions", json=chat, headers={"x-request-id": long_id}, timeout=120
+    )
+    assert answered.status_code == 200, answered.text
+    assert answered.headers["x-request-id"] == "i" * 256
+    missing = httpx.post(f"{server.url}/v1/chat/completions", json={**chat, "model": long_model}, timeout=60)
+    assert missing.status_code == 404
+    with sqlite3.connect(home / "requests.sqlite3") as db:
+        logged = db.execute("SELECT request_id, model FROM requests ORDER BY id").fetchall()
+    assert logged[0] == ("i" * 256, SMOLLM2.name)
+    assert logged[1][1] == "m" * 256
+    assert max(len(text) for row in logged for text in row) == 256
+
+
+def test_every_answered_request_has_its_row_after_sigkill(start_server: Any, home: Path) -> None:
+    """Issue 21: rows were written in 50 ms batches, and a SIGKILL lost the last ones; a stream had none."""
+    server = start_server(home)
+    url = f"{server.url}/v1/chat/completions"
+    chat = {"model": SMOLLM2.name, "messages": FRANCE, "max_tokens": 2, "temperature": 0}
+    answered: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def send(number: int) -> None:
+        request_id = f"req-{number}"
+        body = chat if number % 5 else {**chat, "model": "no-such-model"}  # answered 404s are answers too
+        response = httpx.post(url, json=body, headers={"x-request-id": request_id}, timeout=120)
+        with lock:
+            answered[request_id] = response.status_code
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(send, range(20)))
+    with httpx.stream(
+        "POST",
+        url,
+        json={**chat, "stream": True, "max_tokens": 512},
+        headers={"x-request-id": "open-stream"},
+        timeout=120,
+    ) as stream:
+        assert stream.status_code == 200
+        next(stream.iter_lines())  # its first event is here: the answer has started to leave
+        last = httpx.post(url, json=chat, headers={"x-request-id": "last"}, timeout=120)
+        assert last.status_code == 200
+        server.process.send_signal(signal.SIGKILL)  # right after the last 200
+        server.process.wait(timeout=30)
+    answered["last"] = 200
+    with sqlite3.connect(home / "requests.sqlite3") as db:
+        logged = dict(db.execute("SELECT request_id, status FROM requests").fetchall())
+        stream_row = db.execute("SELECT status FROM requests WHERE request_id = 'open-stream'").fetchone()
+    assert {request_id: logged.get(request_id) for request_id in answered} == answered
+    assert sorted(set(answered.values())) == [200, 404]
+    assert stream_row is not None, "a stream whose answer had started has its row"
