@@ -16,6 +16,7 @@ from inferrelay.cli_batch import batch_app
 from inferrelay.cli_config import BAD_CONFIG, CONFIG_ENV, config_dir, load_config
 from inferrelay.cli_keys import keys_app
 from inferrelay.cli_models import models_app
+from inferrelay.cli_tune import tune_command
 
 app = typer.Typer(help="inferrelay: one OpenAI-compatible endpoint that keeps answering.", no_args_is_help=True)
 
@@ -81,6 +82,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(models_app, name="models")
 app.add_typer(batch_app, name="batch")
 app.add_typer(keys_app, name="keys")
+app.command("tune")(tune_command)
 
 
 ConfigDir = Annotated[
@@ -145,10 +147,12 @@ def engines(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
     registry = EngineRegistry.discover()  # discovery probes each engine once
     rows = registry.snapshot()
+    tunings = _tunings_by_engine()
     for row in rows:
         state = registry.state(row["name"])
         engine = state.engine if state is not None and row["available"] else None
         row["build"] = engine.build() if engine is not None else None  # e.g. llama.cpp's CPU instructions
+        row["tuned"] = tunings.get(row["name"], [])
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -157,6 +161,22 @@ def engines(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")]
         typer.echo(f"{row['name']:<10} {','.join(row['capabilities']):<30} {status}")
         if row["build"]:
             typer.echo(f"{'':<10} build: {row['build']}")
+        for t in row["tuned"]:
+            figure = f"{t['value']:.1f} {t['metric']}" if t["value"] is not None else "failed"
+            stale = " (stale: measured on another machine or library version)" if t["stale"] else ""
+            typer.echo(f"{'':<10} tuned: {t['model']} {t['precision']}: {figure}{stale}")
+
+
+def _tunings_by_engine() -> dict[str, list[dict[str, object]]]:
+    """What `inferrelay tune` measured here, engine by engine (the precision each serves in)."""
+    from inferrelay.config.schema import default_home
+    from inferrelay.tune.book import TuningBook
+
+    by_engine: dict[str, list[dict[str, object]]] = {}
+    for tuning in TuningBook(default_home()).all():
+        if tuning.serves:
+            by_engine.setdefault(tuning.engine, []).append(tuning.view())
+    return by_engine
 
 
 @app.command()

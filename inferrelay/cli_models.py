@@ -80,13 +80,17 @@ def show(name: str, url: Url = None) -> None:
     if url:
         typer.echo(json.dumps(_call(url, "GET", f"/api/v1/runtime/models/{name}"), indent=2))
         return
+    from inferrelay.config.schema import default_home
+    from inferrelay.tune.book import TuningBook
+
     registry = _local_registry()
     registration = registry.get(name)
     registry.close()
     if registration is None:
         typer.echo(f"error: no model named {name!r} in the local registry", err=True)
         raise typer.Exit(1)
-    typer.echo(json.dumps(registration.as_dict(), indent=2))
+    tunings = [t.view() for t in TuningBook(default_home()).of(name)]
+    typer.echo(json.dumps({**registration.as_dict(), "tuning": tunings}, indent=2))
 
 
 @models_app.command("register")

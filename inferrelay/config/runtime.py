@@ -31,6 +31,12 @@ class RuntimeSettings(Strict):
         description="a load must also fit in this fraction of the memory the device has free now",
     )
     keep_alive: Duration = Field(default=300.0, description="the default idle time before a model is unloaded")
+    tune: Literal["off", "auto"] = Field(
+        default="off",
+        description="auto: a model asked for with nothing measured on this machine is tuned first (inferrelay "
+        "tune, in a child process) and served in the measured engine order; off: only `inferrelay tune` measures",
+    )
+    tune_seconds: float = Field(default=3.0, gt=0, le=120, description="measuring time per engine and precision")
     max_queue: int = Field(
         default=DEFAULT_MAX_QUEUE,
         ge=0,

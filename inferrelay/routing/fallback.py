@@ -39,6 +39,9 @@ class FallbackChain:
         self._registry = registry
         self._pool = pool
 
+    def loaded(self, name: str) -> list[LoadedSlot]:
+        return self._pool.loaded(name)
+
     async def serve(
         self,
         spec: ModelSpec,

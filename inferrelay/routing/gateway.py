@@ -25,6 +25,7 @@ from inferrelay.routing.fallback import FallbackChain
 from inferrelay.routing.needs import NOTHING, Needs
 from inferrelay.routing.resolve import Resolver
 from inferrelay.routing.router import StepRouter
+from inferrelay.runtime.autotune import AutoTune
 from inferrelay.runtime.slots import LoadedSlot
 
 T = TypeVar("T")
@@ -53,10 +54,13 @@ class Order(Generic[T]):
 
 
 class Gateway:
-    def __init__(self, resolver: Resolver, router: StepRouter, chain: FallbackChain) -> None:
+    def __init__(
+        self, resolver: Resolver, router: StepRouter, chain: FallbackChain, tuner: AutoTune | None = None
+    ) -> None:
         self.resolver = resolver
         self.router = router
         self.chain = chain
+        self.tuner = tuner
 
     async def serve(self, order: Order[T]) -> Served[T]:
         caller.check_model(order.model)  # a key limited to other models: 403 before any work
@@ -65,6 +69,8 @@ class Gateway:
         async def local(spec: ModelSpec) -> Served[T]:
             offers(spec, order.capability)
             order.readable(spec.name)
+            if self.tuner is not None:  # runtime.tune: auto
+                spec = await self.tuner.ensure(spec, loaded=bool(self.chain.loaded(spec.name)))
             return await self.chain.serve(spec, order.capability, order.on_slot, order.keep_alive, order.needs)
 
         return await self.router.serve(order.model, steps, local, order.on_remote, order.tokens, order.needs)

@@ -24,6 +24,7 @@ from inferrelay.routing.gateway import Gateway
 from inferrelay.routing.resolve import Resolver
 from inferrelay.routing.router import StepRouter
 from inferrelay.routing.stats import DeploymentBook
+from inferrelay.runtime.autotune import AutoTune
 from inferrelay.runtime.catalog import ModelCatalog
 from inferrelay.runtime.pool import ModelPool
 from inferrelay.runtime.registry import ModelRegistry
@@ -54,7 +55,8 @@ def create_app(settings: Settings, registry: EngineRegistry | None = None) -> Fa
     request_log = RequestLog(settings.home, runtime.request_log_retention) if runtime.request_log else None
     metrics = Metrics() if runtime.metrics else None
     observer = Observer(metrics, request_log)
-    gateway = Gateway(resolver, step_router, chain)
+    tuner = AutoTune(catalog, settings.home, runtime.tune_seconds, enabled=runtime.tune == "auto")
+    gateway = Gateway(resolver, step_router, chain, tuner)
     keys = KeyStore(settings.home)
     quota = KeyQuota(lambda: spent_by_key(settings.home))
     observer.spend = quota.spend

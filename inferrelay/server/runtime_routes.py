@@ -94,7 +94,16 @@ def model_view(relay: Relay, spec: ModelSpec, pool: ModelPool) -> dict[str, Any]
         "last_failure": {"kind": failure.kind.value, "message": failure.message} if failure and not loaded else None,
         "events": [e.as_dict() for e in pool.events if e.model == spec.name][-10:],
         "workers": pool.crashes.status(spec.name),
+        "tuning": tuning_view(relay, spec.name),
     }
+
+
+def tuning_view(relay: Relay, name: str) -> dict[str, Any]:
+    """What `inferrelay tune` measured for the model here, and whether it orders the chain."""
+    book = relay.catalog.tunings
+    rows = [t.view() for t in book.of(name)] if book else []
+    return {"chain_from": "configuration" if relay.catalog.pinned(name) else "tuning" if any(
+        not r["stale"] for r in rows) else "defaults", "measured": rows}  # fmt: skip
 
 
 @router.post("/models/register", status_code=201)

@@ -1,0 +1,79 @@
+"""`inferrelay tune MODEL`: the standard workload on every engine of the model's chain that can run here, at the
+precision it serves in and at its lower step, each bounded in time; the results go to the tuning book."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from inferrelay.capabilities import Capability
+from inferrelay.config.schema import ModelSpec
+from inferrelay.engines.registry import EngineRegistry
+from inferrelay.tune import fingerprint
+from inferrelay.tune.book import Tuning
+from inferrelay.tune.workload import Measured, accuracy, keeps_accuracy, measure
+
+REFERENCE_ENGINES = ("torch", "onnx", "llamacpp")
+"""Whose float32 output is the reference, first found first: torch runs the weights as the model's authors do."""
+
+
+def plan(spec: ModelSpec, registry: EngineRegistry) -> list[tuple[str, str, bool]]:
+    """(engine, dtype, serves) to measure: the reference engine first."""
+    encoder = Capability.EMBEDDINGS in spec.capabilities
+    steps: list[tuple[str, str, bool]] = []
+    for name in sorted(spec.engines, key=lambda e: REFERENCE_ENGINES.index(e) if e in REFERENCE_ENGINES else 99):
+        steps.append((name, spec.dtype, True))
+        state = registry.state(name)
+        engine = state.engine if state else None
+        served = "float32" if spec.dtype == "auto" else spec.dtype
+        lower = engine.lower_precision(encoder, served) if engine is not None else None
+        if lower is not None:
+            steps.append((name, lower, False))
+    return steps
+
+
+def tune(
+    spec: ModelSpec,
+    home: Path,
+    registry: EngineRegistry,
+    device: str = "cpu",
+    seconds: float = 3.0,
+    on_step: Callable[[str], None] | None = None,
+) -> list[Tuning]:
+    capability = Capability.EMBEDDINGS if Capability.EMBEDDINGS in spec.capabilities else Capability.CHAT
+    metric = "sentences_per_s" if capability is Capability.EMBEDDINGS else "tokens_per_s"
+    reference = None
+    tunings = []
+    for name, dtype, serves in plan(spec, registry):
+        if on_step:
+            on_step(f"{name} {dtype}")
+        state = registry.state(name)
+        if state is None or state.engine is None:
+            reason = state.probe.reason if state else "not installed"
+            measured = Measured(None, None, None, error=f"cannot run here: {reason}")
+        else:
+            measured = measure(state.engine, spec.model_copy(update={"dtype": dtype, "engines": [name]}), device,
+                               home, seconds)  # fmt: skip
+        if reference is None and measured.output is not None and dtype in ("auto", "float32"):
+            reference = measured.output
+        agreement = accuracy(measured.output, reference, capability)
+        tunings.append(
+            Tuning(
+                spec.name,
+                name,
+                dtype,
+                serves,
+                device,
+                fingerprint.digest(),
+                time.time(),
+                metric,
+                measured.value,
+                measured.first_token_ms,
+                measured.load_s,
+                agreement,
+                measured.error is None and keeps_accuracy(agreement, capability, serves),
+                measured.error,
+            )
+        )
+    return tunings

@@ -1,0 +1,55 @@
+"""The tuning book's order: fastest first among the engines that keep the accuracy, measured under this machine's
+fingerprint; the catalog applies it to the embedded and registered models, never to a chain the configuration
+wrote."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from inferrelay.config.embedded import MINILM, embedded_models
+from inferrelay.runtime.catalog import ModelCatalog
+from inferrelay.runtime.registry import ModelRegistry
+from inferrelay.tune import fingerprint
+from inferrelay.tune.book import Tuning, TuningBook
+
+
+def tuning(engine: str, value: float | None, *, keeps: bool = True, serves: bool = True, stale: bool = False) -> Tuning:
+    mark = "another-machine" if stale else fingerprint.digest()
+    return Tuning(MINILM.name, engine, "auto" if serves else "int8", serves, "cpu", mark, time.time(),
+                  "sentences_per_s", value, None, 1.0, 1.0 if keeps else 0.98, keeps, None)  # fmt: skip
+
+
+def test_fastest_accurate_engine_first_then_the_rest_in_their_order(tmp_path: Path) -> None:
+    book = TuningBook(tmp_path)
+    assert book.order(MINILM.name, ["onnx", "torch", "llamacpp"]) is None
+    book.record([tuning("onnx", 250.0), tuning("torch", 270.0), tuning("onnx", 900.0, keeps=False, serves=False)])
+    assert book.order(MINILM.name, ["onnx", "torch", "llamacpp"]) == ["torch", "onnx", "llamacpp"]
+    book.record([tuning("onnx", 400.0, keeps=False), tuning("torch", 270.0)])  # a rerun replaces the rows
+    assert book.order(MINILM.name, ["onnx", "torch"]) == ["torch", "onnx"]
+    book.record([tuning("onnx", None, keeps=False), tuning("torch", 100.0)])  # a failed engine goes last
+    assert book.order(MINILM.name, ["onnx", "torch"]) == ["torch", "onnx"]
+
+
+def test_a_tuning_from_another_fingerprint_is_stale(tmp_path: Path) -> None:
+    book = TuningBook(tmp_path)
+    book.record([tuning("torch", 270.0, stale=True), tuning("onnx", 250.0, stale=True)])
+    assert book.order(MINILM.name, ["onnx", "torch"]) is None
+    assert all(t.view()["stale"] for t in book.of(MINILM.name))
+
+
+def test_the_catalog_orders_embedded_models_but_not_a_written_chain(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path)
+    registry.seed(embedded_models())
+    TuningBook(tmp_path).record([tuning("onnx", 250.0), tuning("torch", 270.0)])
+    catalog = ModelCatalog(embedded_models(), registry)
+    spec = catalog.get(MINILM.name)
+    assert spec is not None
+    assert spec.engines == ["torch", "onnx"]
+    assert not catalog.pinned(MINILM.name)
+    written = MINILM.model_copy(update={"engines": ["onnx", "torch"], "context_length": 128})
+    pinned = ModelCatalog([written], registry)
+    assert pinned.pinned(MINILM.name)
+    kept = pinned.get(MINILM.name)
+    assert kept is not None
+    assert kept.engines == ["onnx", "torch"]
