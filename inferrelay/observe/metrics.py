@@ -135,6 +135,18 @@ class Metrics:
             f"{PREFIX}remediations", "Remediation steps taken (docs/errors.md).", ["model_name", "step"],
             registry=self.registry,
         )  # fmt: skip
+        self.cancelled = Counter(
+            f"{PREFIX}requests_cancelled", "Requests whose caller went away first; their work was stopped.",
+            ["model_name"], registry=self.registry,
+        )  # fmt: skip
+        self.key_requests = Counter(
+            f"{PREFIX}key_requests", "Requests per API key (its name) and model, by outcome.",
+            ["key_name", "model_name", "outcome"], registry=self.registry,
+        )  # fmt: skip
+        self.key_tokens = Counter(
+            f"{PREFIX}key_tokens", "Tokens (prompt and generated) per API key (its name) and model.",
+            ["key_name", "model_name"], registry=self.registry,
+        )  # fmt: skip
         self.batch_rows = Counter(
             f"{PREFIX}batch_rows", "Batch job rows, by outcome (done or failed).", ["outcome"], registry=self.registry
         )

@@ -141,6 +141,11 @@ class Observer:
         model = model_label(tracked.model, self.known_model)
         labels = (model, backend_label(tracked.backend or NO_BACKEND, tracked.model, model))
         m.requests.labels(*labels, tracked.outcome).inc()
+        if tracked.key is not None:  # key names are the operators', never a caller's text
+            m.key_requests.labels(tracked.key.name, labels[0], tracked.outcome).inc()
+            m.key_tokens.labels(tracked.key.name, labels[0]).inc(tracked.prompt_tokens + tracked.completion_tokens)
+        if tracked.outcome == CANCELLED:
+            m.cancelled.labels(labels[0]).inc()
         m.latency.labels(*labels).observe(latency)
         m.prompt_tokens.labels(*labels).inc(tracked.prompt_tokens)
         m.generation_tokens.labels(*labels).inc(tracked.completion_tokens)

@@ -145,6 +145,9 @@ def test_rpm_budget_and_usage(home: Path, start_server: Any) -> None:
         assert calls < 20, "the budget never refused"
     assert reported >= budget
 
+    metrics = httpx.get(f"{server.url}/metrics", timeout=30).text
+    counted = [line for line in metrics.splitlines() if line.startswith('inferrelay:key_tokens_total{key_name="small"')]
+    assert [float(line.rsplit(" ", 1)[1]) for line in counted] == [reported]
     server.stop()  # the request log is written through before the process exits
     usage = json.loads(keys(home, "usage", "small", "--json").stdout)
     assert sum(row["total_tokens"] for row in usage) == reported
