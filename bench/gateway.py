@@ -17,6 +17,7 @@ import json
 import os
 import secrets
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -110,6 +111,7 @@ def main() -> None:
         "--observability", action="store_true",
         help="also inferrelay without metrics and request log, and with OTLP tracing on (to the upstream as sink)",
     )  # fmt: skip
+    parser.add_argument("--keys", action="store_true", help="also inferrelay with an API key required and sent")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="inferrelay-gateway-"))
     up, relay, lite = free_port(), free_port(), free_port()
@@ -142,10 +144,14 @@ def main() -> None:
             ):
                 if args.observability:
                     targets |= observability_variants(variants, work, up)
+                if args.keys:
+                    targets |= keys_variant(variants, work)
                 for name, port in targets.items():
                     url = f"http://127.0.0.1:{port}/v1/chat/completions"
                     results[name] = {c: asyncio.run(load(url, args.requests, c)) for c in (1, 16)}
     report(results)
+    if args.keys:
+        print(f"\nkey gate in process: {gate_cost_us():.2f} us per request (hash, lookup, state, rpm)")
 
 
 def observability_variants(stack: ExitStack, work: Path, up: int) -> dict[str, int]:
@@ -162,6 +168,41 @@ def observability_variants(stack: ExitStack, work: Path, up: int) -> dict[str, i
         command = [sys.executable, "-m", "inferrelay.cli", "serve", "--config", str(folder), "--port", str(port)]
         stack.enter_context(process([*command, "--log-level", "warning"], f"http://127.0.0.1:{port}/health", env))
     return ports
+
+
+def keys_variant(stack: ExitStack, work: Path) -> dict[str, int]:
+    """inferrelay with one key in its home, the key every request here sends (MASTER_KEY), so each request is
+    looked up, checked and counted: the cost of keys against the plain `inferrelay` of the same run."""
+    from inferrelay.access.keys import KeyStore, digest
+
+    home = work / "keys-home"
+    store = KeyStore(home)
+    store.create("bench", rpm=10**9)  # limits checked on every request, never reached
+    with sqlite3.connect(store.path) as db:
+        db.execute("UPDATE keys SET hash = ? WHERE name = 'bench'", (digest(MASTER_KEY),))
+    port = free_port()
+    command = [sys.executable, "-m", "inferrelay.cli", "serve", "--config", str(work), "--port", str(port)]
+    env = {"INFERRELAY_HOME": str(home)}
+    stack.enter_context(process([*command, "--log-level", "warning"], f"http://127.0.0.1:{port}/health", env))
+    return {"inferrelay-keys": port}
+
+
+def gate_cost_us(calls: int = 200_000) -> float:
+    """Microseconds the key gate spends per request in process: the hash, the lookup, the limit."""
+    from inferrelay.access.keys import KeyStore
+    from inferrelay.access.quota import KeyQuota
+    from inferrelay.server.auth import KeyGate
+
+    home = Path(tempfile.mkdtemp(prefix="inferrelay-gate-"))
+    store = KeyStore(home)
+    _, secret = store.create("bench", rpm=10**9)
+    gate = KeyGate(None, store, KeyQuota(dict), metrics_need_key=False)
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions",
+             "headers": [(b"authorization", f"Bearer {secret}".encode())]}  # fmt: skip
+    started = time.perf_counter()
+    for _ in range(calls):
+        gate._admit(scope)
+    return (time.perf_counter() - started) / calls * 1e6
 
 
 @contextmanager
@@ -191,6 +232,13 @@ def report(results: dict[str, dict[int, dict[str, float]]]) -> None:
                     f"\n{name} vs inferrelay-bare at concurrency {concurrency}: "
                     f"throughput {ratio:.3f}x, median {added:+.3f} ms"
                 )
+    if "inferrelay-keys" in results:
+        for concurrency in (1, 16):
+            plain, keyed = results["inferrelay"][concurrency], results["inferrelay-keys"][concurrency]
+            rows.append(
+                f"\ninferrelay-keys vs inferrelay at concurrency {concurrency}: throughput "
+                f"{keyed['rps'] / plain['rps']:.3f}x, median {keyed['median_ms'] - plain['median_ms']:+.3f} ms"
+            )
     if "litellm" in results:
         for concurrency in (1, 16):
             ratio = results["inferrelay"][concurrency]["rps"] / results["litellm"][concurrency]["rps"]
