@@ -36,6 +36,7 @@ from inferrelay.server.keys_routes import router as keys_router
 from inferrelay.server.management_routes import router as management_router
 from inferrelay.server.metrics_routes import router as metrics_router
 from inferrelay.server.openai_routes import router as openai_router
+from inferrelay.server.openapi import install_openapi
 from inferrelay.server.relay import Relay
 from inferrelay.server.runtime_routes import router as runtime_router
 
@@ -93,6 +94,7 @@ def create_app(settings: Settings, registry: EngineRegistry | None = None) -> Fa
     app.include_router(runtime_router)
     app.include_router(metrics_router)
     app.include_router(keys_router)
+    install_openapi(app)
     return app
 
 

@@ -113,6 +113,10 @@ async def register(body: RegisterRequest, request: Request) -> dict[str, Any]:
         raise InferrelayError(
             ErrorKind.CONFLICT, f"a model named {body.name!r} is already registered; choose another name", param="name"
         )
+    unknown = [name for name in body.engines or () if name not in relay.registry.names()]
+    if unknown:
+        known = ", ".join(relay.registry.names())
+        raise bad_request(f"engines: no engine named {unknown[0]!r} (known: {known})", param="engines")
     spec = await asyncio.to_thread(registration_spec, body, relay.settings.runtime.roots(relay.settings.home))
     registration = relay.catalog.register(spec)
     return {**model_view(relay, spec, relay.pool), "registered_at": registration.created_at.isoformat()}
