@@ -54,6 +54,7 @@ def serve(
 
     from inferrelay.access.keys import KeyStore
     from inferrelay.server.app import create_app
+    from inferrelay.server.slow_clients import uvicorn_options
 
     settings = load_config(config)
     if not is_loopback(host) and not insecure_no_auth and not KeyStore(settings.home).has_keys():
@@ -65,7 +66,8 @@ def serve(
             err=True,
         )
         raise typer.Exit(2)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+    options = uvicorn_options(settings.runtime.connections)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, **options)
 
 
 def is_loopback(host: str) -> bool:

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from inferrelay.config.connections import ConnectionLimits
 from inferrelay.config.limits import RequestLimits
 from inferrelay.config.strict import Strict
 from inferrelay.config.units import Duration, Size
@@ -69,6 +70,12 @@ class RuntimeSettings(Strict):
     )
     limits: RequestLimits = Field(
         default_factory=RequestLimits, description="how much one request may hold (docs/api.md, Limits)"
+    )
+
+    connections: ConnectionLimits = Field(
+        default_factory=ConnectionLimits,
+        description="slow and idle clients: header, body and keep-alive timeouts, connections at once "
+        "(docs/operations.md)",
     )
 
     @field_validator("memory_budget")

@@ -39,6 +39,7 @@ from inferrelay.server.openai_routes import router as openai_router
 from inferrelay.server.openapi import install_openapi
 from inferrelay.server.relay import Relay
 from inferrelay.server.runtime_routes import router as runtime_router
+from inferrelay.server.slow_clients import BodyDeadline
 
 
 def create_app(settings: Settings, registry: EngineRegistry | None = None) -> FastAPI:
@@ -94,6 +95,7 @@ def create_app(settings: Settings, registry: EngineRegistry | None = None) -> Fa
     app.include_router(runtime_router)
     app.include_router(metrics_router)
     app.include_router(keys_router)
+    app.add_middleware(BodyDeadline, timeout=runtime.connections.body_timeout)
     install_openapi(app)
     return app
 
