@@ -27,6 +27,7 @@ from inferrelay.engines.decoding import (
     plan_max_tokens,
 )
 from inferrelay.engines.memory_rule import AS_STORED, EngineMemory
+from inferrelay.engines.token_bound import UNKNOWN, prompt_texts, refuse_surely_over
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -127,6 +128,9 @@ class TokenTextModel(TextModel):
     """A decoder driven token by token here: engines give three steps and inherit stop
     strings, context checks, incremental text and usage counting."""
 
+    longest_token_bytes: int = UNKNOWN
+    """The most bytes one token stands for (engines/token_bound.py); UNKNOWN: every prompt is counted whole."""
+
     @abc.abstractmethod
     def encode(self, request: GenerationRequest) -> list[int]:
         """Prompt token ids: the chat template from the model applied, then tokenized."""
@@ -147,8 +151,10 @@ class TokenTextModel(TextModel):
         return self.detokenize([token]).encode()
 
     def stream(self, request: GenerationRequest) -> Iterator[Piece]:
-        ids = self.encode(request)
         param = "messages" if request.messages is not None else "prompt"
+        texts = prompt_texts(request.prompt, request.messages)
+        refuse_surely_over(texts, self.longest_token_bytes, self.context_length, param)  # before counting millions
+        ids = self.encode(request)
         max_new = plan_max_tokens(len(ids), request.max_tokens, self.context_length, param)
         text = IncrementalDetokenizer(self.detokenize)
         stops = StopScanner(request.stop)

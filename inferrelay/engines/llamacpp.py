@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import random
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ from inferrelay.engines.llamacpp_batch import BatchDecoder, BatchPlan
 from inferrelay.engines.llamacpp_build import describe_installed
 from inferrelay.engines.memory_rule import MIB, STORED, EngineMemory
 from inferrelay.engines.optional import probe_imports, require
+from inferrelay.engines.token_bound import longest_piece
 from inferrelay.errors import ErrorKind, InferrelayError
 
 INSTALL = "'inferrelay[llamacpp]'  (llama-cpp-python)"
@@ -107,6 +109,7 @@ class LlamaTextModel(TokenTextModel):
         self.context_length = plan.slot_context
         self.parallel = plan.parallel
         self._template = llm.metadata.get("tokenizer.chat_template")
+        self.longest_token_bytes = longest_piece(_pieces(llm))
         self._is_eog = _eog_check(llm)
         self._guides = GuideMaker(llama_tokenizer(llm, self._is_eog), llm.n_vocab())
         self._clear_kv_cache = _kv_cache_clearer(llm)
@@ -177,6 +180,18 @@ class LlamaTextModel(TokenTextModel):
         if self._batch is not None:
             self._batch.close()
         self._llm.close()
+
+
+def _pieces(llm: Any) -> Iterator[bytes]:
+    """Each token's bytes, special ones as their text; not `detokenize`, whose 32-byte buffer drops longer pieces
+    (SmolLM2 has tokens of 64 spaces)."""
+    import llama_cpp
+
+    vocab, size = llama_cpp.llama_model_get_vocab(llm.model), 256
+    buffer = ctypes.create_string_buffer(size)
+    for token in range(llm.n_vocab()):
+        length = llama_cpp.llama_token_to_piece(vocab, token, buffer, size, 0, True)
+        yield buffer.raw[:length] if length >= 0 else b"\0" * -length  # negative: the length it needs
 
 
 class LlamaEmbeddingModel(EmbeddingModel):

@@ -40,6 +40,7 @@ from inferrelay.engines.devices import choose_device
 from inferrelay.engines.memory_rule import DTYPE, MIB, EngineMemory
 from inferrelay.engines.onnx_export import DECODER_PRECISION, ENCODER_VERSION
 from inferrelay.engines.optional import probe_imports, require
+from inferrelay.engines.token_bound import longest_entry
 from inferrelay.errors import ErrorKind, InferrelayError, bad_request, dependency_missing
 
 RUNTIME = ("onnxruntime", "'inferrelay[onnx]'  (onnxruntime)")
@@ -174,6 +175,8 @@ class GenAIDecoder(TokenTextModel):
         self._tokenizer = self._og.Tokenizer(self._model)
         vocabulary = folder / "tokenizer.json"
         self._vocabulary = require(*TOKENIZERS).Tokenizer.from_file(str(vocabulary)) if vocabulary.exists() else None
+        if self._vocabulary is not None:
+            self.longest_token_bytes = longest_entry(self._vocabulary.get_vocab(with_added_tokens=True))
         config = json.loads((folder / "genai_config.json").read_text())["model"]
         eos = config.get("eos_token_id", [])
         self._eos = set(eos if isinstance(eos, list) else [eos])

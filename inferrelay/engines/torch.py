@@ -32,6 +32,7 @@ from inferrelay.engines.devices import choose_device, pick_dtype
 from inferrelay.engines.memory_rule import DTYPE, MIB, EngineMemory
 from inferrelay.engines.optional import probe_imports, require
 from inferrelay.engines.pooling import mean_pool_normalized
+from inferrelay.engines.token_bound import longest_entry
 from inferrelay.engines.torch_batch import PaddedBatcher, seeded_generator
 from inferrelay.errors import ErrorKind, InferrelayError, classify
 
@@ -142,6 +143,7 @@ class TorchDecoder(Wrappable, TokenTextModel):
         eos = model.generation_config.eos_token_id
         self._eos = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
         self._guides = GuideMaker(hf_tokenizer(tokenizer, self._eos), model.config.vocab_size)
+        self.longest_token_bytes = longest_entry(tokenizer.get_vocab())
         self.parallel = max(1, parallel)
         self._batcher: PaddedBatcher | None = None
         if self.parallel > 1:
