@@ -51,6 +51,11 @@ class ModelSpec(Strict):
         ge=0,
         description="requests that may wait for this model beyond those it runs; absent: runtime.max_queue",
     )
+    truncate: bool = Field(
+        default=True,
+        description="embeddings: an input past the model's window is cut to it, as sentence-transformers does; "
+        "false: refused (400 context_length_exceeded). A request's own `truncate` wins",
+    )
     engine_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per-engine settings, e.g. {'fake': {'latency_ms': 50}}"
     )

@@ -184,8 +184,9 @@ class TokenTextModel(TextModel):
 
 class EmbeddingModel(LoadedModel):
     @abc.abstractmethod
-    def embed(self, texts: list[str]) -> Embeddings:
-        """L2-normalised float32 vectors, one row per text."""
+    def embed(self, texts: list[str], truncate: bool = True) -> Embeddings:
+        """L2-normalised float32 vectors, one row per text. A text past the model's window is cut to it
+        (engines/window.py), or refused as decoding.InputTooLong when `truncate` is False."""
 
 
 class Engine(abc.ABC):

@@ -57,22 +57,31 @@ def plan_max_tokens(prompt_tokens: int, max_tokens: int | None, context_length: 
 
 
 class InputTooLong(InferrelayError):
-    """An embedding input past the model's window; `index` is its place in the batch given."""
+    """An embedding input past the model's window; `index` is its place in the batch given. `length` None: a
+    text too long to count whole (engines/window.py), known only to be over."""
 
-    def __init__(self, index: int, length: int, limit: int) -> None:
+    def __init__(self, index: int, length: int | None, limit: int) -> None:
+        counted = f"more than {limit}" if length is None else str(length)
         super().__init__(
             ErrorKind.CONTEXT_LENGTH,
-            f"input[{index}] has {length} tokens; this model takes at most {limit}",
+            f"input[{index}] has {counted} tokens; this model takes at most {limit} "
+            "(send truncate: true to embed its first tokens)",
             param="input",
         )
         self.index, self.length, self.limit = index, length, limit
 
 
 def check_input_lengths(lengths: list[int], context_length: int) -> None:
-    """Embedding inputs past the model's window are refused, as OpenAI does, not cut silently."""
+    """Embedding inputs past the model's window, when the caller asked not to truncate, are refused."""
     for index, length in enumerate(lengths):
         if length > context_length:
             raise InputTooLong(index, length, context_length)
+
+
+def refuse_cut(cut: set[int], context_length: int) -> None:
+    """Refuse the first input that was too long to count whole (engines/window.py's cut)."""
+    if cut:
+        raise InputTooLong(min(cut), None, context_length)
 
 
 class IncrementalDetokenizer:

@@ -163,8 +163,13 @@ class FakeEncoder(EmbeddingModel):
         self._faults = faults
         self.context_length = context_length
 
-    def embed(self, texts: list[str]) -> Embeddings:
+    def embed(self, texts: list[str], truncate: bool = True) -> Embeddings:
+        """A word is a token; truncated, a text is its first context_length words."""
         self._faults.maybe_fail("request")
+        if truncate:
+            texts = [
+                " ".join(t.split()[: self.context_length]) if len(t.split()) > self.context_length else t for t in texts
+            ]
         lengths = [len(t.split()) for t in texts]
         check_input_lengths(lengths, self.context_length)
         time.sleep(self._options.latency_ms / 1000)

@@ -28,13 +28,14 @@ from inferrelay.engines.base import (
 )
 from inferrelay.engines.chat_template import render_chat
 from inferrelay.engines.constrained import GuideMaker, TokenGuide, llama_tokenizer
-from inferrelay.engines.decoding import LogitSteps, check_input_lengths
+from inferrelay.engines.decoding import LogitSteps, check_input_lengths, refuse_cut
 from inferrelay.engines.devices import choose_device
 from inferrelay.engines.llamacpp_batch import BatchDecoder, BatchPlan
 from inferrelay.engines.llamacpp_build import describe_installed
 from inferrelay.engines.memory_rule import MIB, STORED, EngineMemory
 from inferrelay.engines.optional import probe_imports, require
 from inferrelay.engines.token_bound import longest_piece
+from inferrelay.engines.window import Window, longest_token
 from inferrelay.errors import ErrorKind, InferrelayError
 
 INSTALL = "'inferrelay[llamacpp]'  (llama-cpp-python)"
@@ -199,13 +200,33 @@ class LlamaEmbeddingModel(EmbeddingModel):
 
     def __init__(self, llm: Any, spec: ModelSpec) -> None:
         self._llm = llm
-        self.context_length = spec.context_length
+        self.context_length = spec.context_length  # its n_batch: llama.cpp embeds an input in one batch
+        self._specials = len(llm.tokenize(b"", add_bos=True))  # what tokenizing adds around a text (BOS, EOS)
+        vocabulary = (llm.detokenize([token]).decode("utf-8", "replace") for token in range(llm.n_vocab()))
+        self._window = Window(self.context_length, longest_token(vocabulary))
 
-    def embed(self, texts: list[str]) -> Embeddings:
+    def embed(self, texts: list[str], truncate: bool = True) -> Embeddings:
+        texts, cut = self._window.cut(texts, self._count)
+        if not truncate:
+            refuse_cut(cut, self.context_length)
         tokens = [self._llm.tokenize(t.encode(), add_bos=True) for t in texts]
+        if truncate:
+            texts = [self._first_window(text, ids) for text, ids in zip(texts, tokens, strict=True)]
+            tokens = [ids[: self.context_length] for ids in tokens]
         check_input_lengths([len(ids) for ids in tokens], self.context_length)
-        vectors = np.asarray(self._llm.embed(texts, normalize=True), dtype=np.float32)
+        vectors = np.asarray(self._llm.embed(texts, normalize=True, truncate=True), dtype=np.float32)
         return Embeddings(vectors, sum(len(ids) for ids in tokens))
+
+    def _count(self, text: str) -> int:
+        return len(self._llm.tokenize(text.encode(), add_bos=True))
+
+    def _first_window(self, text: str, ids: list[int]) -> str:
+        """The text of a long input's first window of tokens, with room left for the special tokens (llama.cpp
+        embeds strings; its own truncation would cut the closing EOS)."""
+        if len(ids) <= self.context_length:
+            return text
+        content = self._llm.tokenize(text.encode(), add_bos=False)[: self.context_length - self._specials]
+        return str(self._llm.detokenize(content).decode("utf-8", "ignore"))
 
     def close(self) -> None:
         self._llm.close()

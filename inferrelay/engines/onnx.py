@@ -35,12 +35,13 @@ from inferrelay.engines.base import (
 )
 from inferrelay.engines.chat_template import template_errors
 from inferrelay.engines.constrained import PARAM, genai_guidance
-from inferrelay.engines.decoding import LogitSteps, byte_level_bytes, check_input_lengths
+from inferrelay.engines.decoding import LogitSteps, byte_level_bytes, check_input_lengths, refuse_cut
 from inferrelay.engines.devices import choose_device
 from inferrelay.engines.memory_rule import DTYPE, MIB, EngineMemory
 from inferrelay.engines.onnx_export import DECODER_PRECISION, ENCODER_VERSION
 from inferrelay.engines.optional import probe_imports, require
 from inferrelay.engines.token_bound import longest_entry
+from inferrelay.engines.window import Window, longest_token, window_of
 from inferrelay.errors import ErrorKind, InferrelayError, bad_request, dependency_missing
 
 RUNTIME = ("onnxruntime", "'inferrelay[onnx]'  (onnxruntime)")
@@ -137,13 +138,20 @@ class OnnxEncoder(EmbeddingModel):
                 f"onnxruntime could not load {folder / 'model.onnx'}: {exc}",
                 hint=f"the cached export is damaged: delete {folder} and it is rebuilt on next use",
             ) from exc
+        self.context_length = window_of(folder, spec.context_length)
         self._tokenizer = tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
         self._tokenizer.no_truncation()
         self._tokenizer.enable_padding()
-        self.context_length = spec.context_length
+        self._truncating = tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self._truncating.enable_truncation(self.context_length)
+        self._truncating.enable_padding()
+        self._window = Window(self.context_length, longest_token(self._tokenizer.get_vocab()))
 
-    def embed(self, texts: list[str]) -> Embeddings:
-        encodings = self._tokenizer.encode_batch(texts)
+    def embed(self, texts: list[str], truncate: bool = True) -> Embeddings:
+        texts, cut = self._window.cut(texts, lambda text: len(self._tokenizer.encode(text)))
+        if not truncate:
+            refuse_cut(cut, self.context_length)
+        encodings = (self._truncating if truncate else self._tokenizer).encode_batch(texts)
         lengths = [sum(e.attention_mask) for e in encodings]
         check_input_lengths(lengths, self.context_length)
         feed = {

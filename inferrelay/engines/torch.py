@@ -27,13 +27,14 @@ from inferrelay.engines.base import (
 )
 from inferrelay.engines.chat_template import template_errors
 from inferrelay.engines.constrained import GuideMaker, hf_tokenizer
-from inferrelay.engines.decoding import LogitSteps, byte_level_bytes, check_input_lengths
+from inferrelay.engines.decoding import LogitSteps, byte_level_bytes, check_input_lengths, refuse_cut
 from inferrelay.engines.devices import choose_device, pick_dtype
 from inferrelay.engines.memory_rule import DTYPE, MIB, EngineMemory
 from inferrelay.engines.optional import probe_imports, require
 from inferrelay.engines.pooling import mean_pool_normalized
 from inferrelay.engines.token_bound import longest_entry
 from inferrelay.engines.torch_batch import PaddedBatcher, seeded_generator
+from inferrelay.engines.window import Window, longest_token, window_of
 from inferrelay.errors import ErrorKind, InferrelayError, classify
 
 TORCH = ("torch", "'inferrelay[torch]'")
@@ -80,7 +81,10 @@ class TorchEngine(Engine):
             tokenizer = transformers.AutoTokenizer.from_pretrained(**kwargs)
             if model.is_encoder:
                 encoder = transformers.AutoModel.from_pretrained(**kwargs, dtype=dtype)
-                return TorchEncoder(_place(encoder, device), tokenizer, model, device)
+                window = (
+                    model.context_length if source.format == "gguf" else window_of(source.path, model.context_length)
+                )
+                return TorchEncoder(_place(encoder, device), tokenizer, device, window)
             decoder = transformers.AutoModelForCausalLM.from_pretrained(**kwargs, dtype=dtype)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise InferrelayError(
@@ -224,16 +228,23 @@ def _pick(logits: Any, sampling: Sampling, generator: Any) -> int:
 class TorchEncoder(Wrappable, EmbeddingModel):
     engine_name = "torch"
 
-    def __init__(self, model: Any, tokenizer: Any, spec: ModelSpec, device: str) -> None:
+    def __init__(self, model: Any, tokenizer: Any, device: str, window: int) -> None:
         self._model = model
         self._tokenizer = tokenizer
         self._device = device
-        self.context_length = spec.context_length
+        self.context_length = window
+        self._window = Window(window, longest_token(tokenizer.get_vocab()))
 
-    def embed(self, texts: list[str]) -> Embeddings:
+    def embed(self, texts: list[str], truncate: bool = True) -> Embeddings:
         import torch
 
-        batch = self._tokenizer(texts, padding=True, truncation=False, return_tensors="pt")
+        texts, cut = self._window.cut(
+            texts, lambda text: len(self._tokenizer(text, truncation=False, verbose=False)["input_ids"])
+        )
+        if not truncate:
+            refuse_cut(cut, self.context_length)
+        window = {"truncation": True, "max_length": self.context_length} if truncate else {"truncation": False}
+        batch = self._tokenizer(texts, padding=True, return_tensors="pt", **window)
         lengths = batch["attention_mask"].sum(1).tolist()
         check_input_lengths(lengths, self.context_length)
         batch = batch.to(self._device)

@@ -167,8 +167,10 @@ class VllmEncoder(EmbeddingModel):
         self._llm = llm
         self.context_length = spec.context_length
 
-    def embed(self, texts: list[str]) -> Embeddings:
-        outputs = self._llm.embed(texts, use_tqdm=False)
+    def embed(self, texts: list[str], truncate: bool = True) -> Embeddings:
+        """Truncated to the window by vLLM itself (truncate_prompt_tokens), or refused by it when asked not to."""
+        options = {"truncate_prompt_tokens": self.context_length} if truncate else {}
+        outputs = self._llm.embed(texts, use_tqdm=False, **options)
         vectors = np.array([o.outputs.embedding for o in outputs], dtype=np.float32)
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return Embeddings(vectors, sum(len(o.prompt_token_ids) for o in outputs))

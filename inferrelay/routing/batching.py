@@ -38,12 +38,14 @@ def embed_sorted(
     texts: list[str],
     batch_size: int = EMBED_BATCH,
     before_batch: Callable[[list[str]], None] | None = None,
+    truncate: bool = True,
 ) -> Embeddings:
     """Short texts pad with short texts: on CPU this is several times faster than input order.
 
-    `before_batch` sees each batch first, and may refuse it (the runtime's memory check does).
+    `before_batch` sees each batch first, and may refuse it (the runtime's memory check does). A text past the
+    model's window is cut to it, or refused when `truncate` is False.
     """
-    embedded = embed_counted(model, texts, batch_size, before_batch)
+    embedded = embed_counted(model, texts, batch_size, before_batch, truncate)
     return Embeddings(embedded.vectors, round(embedded.tokens()))
 
 
@@ -52,6 +54,7 @@ def embed_counted(
     texts: list[str],
     batch_size: int = EMBED_BATCH,
     before_batch: Callable[[list[str]], None] | None = None,
+    truncate: bool = True,
 ) -> Embedded:
     """`embed_sorted`, keeping each text's share of the tokens (dynamic batching splits usage per caller)."""
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
@@ -63,7 +66,7 @@ def embed_counted(
         if before_batch is not None:
             before_batch(batch)
         try:
-            out = model.embed(batch)
+            out = model.embed(batch, truncate=truncate)
         except InputTooLong as too_long:  # name the input as the caller numbered it
             raise InputTooLong(chunk[too_long.index], too_long.length, too_long.limit) from None
         if vectors is None:

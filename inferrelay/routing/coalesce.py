@@ -31,8 +31,9 @@ RECENT_CALLS = 4
 """How many gathered calls the expected number of callers looks back over."""
 _ATTRIBUTE = "embed_coalescer"
 
-EmbedRun = Callable[[list[str], int], Embedded]
-"""Embeds texts at a batch size, on the slot's worker thread (embed_counted with the model and memory check)."""
+EmbedRun = Callable[[list[str], int, bool], Embedded]
+"""Embeds texts at a batch size, truncated or not, on the slot's worker thread (embed_counted with the model and
+memory check)."""
 
 
 @dataclass
@@ -49,6 +50,7 @@ class _Request:
     texts: list[str]
     future: asyncio.Future[Answer]
     loop: asyncio.AbstractEventLoop
+    truncate: bool = True
 
     def settle(self, answer: Answer) -> None:
         """From a worker thread: hand the answer to the caller on its loop (unless it went away)."""
@@ -73,9 +75,10 @@ class EmbedCoalescer:
         self._recent: deque[int] = deque(maxlen=RECENT_CALLS)  # callers per gathered call
         self.calls = 0  # gathered calls run, for tests and stats
 
-    async def embed(self, texts: list[str]) -> Answer:
+    async def embed(self, texts: list[str], truncate: bool = True) -> Answer:
+        """`texts` embedded with the other callers' (those asking the same `truncate`)."""
         loop = asyncio.get_running_loop()
-        request = _Request(texts, loop.create_future(), loop)
+        request = _Request(texts, loop.create_future(), loop, truncate)
         with self._arrived:
             self._pending.append(request)
             self._arrived.notify()
@@ -123,7 +126,11 @@ class EmbedCoalescer:
                 self._arrived.wait(remaining)
             group = [self._pending.popleft()]
             size = len(group[0].texts)
-            while self._pending and size + len(self._pending[0].texts) <= self.batch_size:
+            while (
+                self._pending
+                and size + len(self._pending[0].texts) <= self.batch_size
+                and self._pending[0].truncate == group[0].truncate
+            ):
                 size += len(self._pending[0].texts)
                 group.append(self._pending.popleft())
             self._recent.append(len(group))
@@ -132,15 +139,16 @@ class EmbedCoalescer:
     def _serve(self, group: list[_Request]) -> None:
         try:
             if len(group) == 1:
-                group[0].settle(self._alone(group[0].texts, []))
+                group[0].settle(self._alone(group[0], []))
                 return
             halvings: list[tuple[int, int]] = []
             texts = [text for request in group for text in request.texts]
+            truncate = group[0].truncate
             try:
-                embedded = Halving(self.batch_size, _noting(halvings))(lambda size: self._run(texts, size))
+                embedded = Halving(self.batch_size, _noting(halvings))(lambda size: self._run(texts, size, truncate))
             except Exception:  # one caller's input may be the cause: each caller alone gets what it would have
                 for request in group:
-                    request.settle(self._alone(request.texts, list(halvings)))
+                    request.settle(self._alone(request, list(halvings)))
                 return
             for request, answer in zip(group, _split(embedded, [len(r.texts) for r in group], halvings), strict=True):
                 request.settle(answer)
@@ -149,9 +157,10 @@ class EmbedCoalescer:
                 request.settle(Answer(error=exc))
             raise
 
-    def _alone(self, texts: list[str], halvings: list[tuple[int, int]]) -> Answer:
+    def _alone(self, request: _Request, halvings: list[tuple[int, int]]) -> Answer:
+        texts, truncate = request.texts, request.truncate
         try:
-            embedded = Halving(self.batch_size, _noting(halvings))(lambda size: self._run(texts, size))
+            embedded = Halving(self.batch_size, _noting(halvings))(lambda size: self._run(texts, size, truncate))
         except Exception as exc:
             return Answer(error=exc, halvings=halvings)
         return Answer(Embeddings(embedded.vectors, round(embedded.tokens())), halvings=halvings)

@@ -53,7 +53,8 @@ class FallbackChain:
         """Walk `spec`'s engines; `keep_alive` (from the request) replaces the serving model's; an engine that
         cannot honour `needs` is skipped as `unsupported`.
 
-        Each failure climbs its remediation ladder (runtime/remediation.py) before the next engine is tried.
+        A load that fails climbs its remediation ladder (runtime/remediation.py) before the next engine is tried;
+        a request that fails on a loaded model goes on to the next engine, and the model stays as it is.
         """
         return await remedied(self._walk(spec, capability, action, keep_alive, needs))
 
@@ -103,16 +104,13 @@ class FallbackChain:
                 if gap is not None:
                     raise gap
                 slot = await self._load(spec, engine, backend, retry_now, keep_alive)
-                while True:
-                    try:
-                        return Served(await action(slot), backend, attempts)
-                    except Exception as exc:
-                        failure = classify(exc)
-                        if failure.kind is ErrorKind.ENGINE_CRASHED:
-                            await self._pool.crashed(slot, failure)
-                        if not await self._step_down(engine, slot, failure, backend):
-                            raise
-                        slot = await self._pool.slot(spec, engine, retry_now=True, keep_alive=keep_alive)
+                try:
+                    return Served(await action(slot), backend, attempts)
+                except Exception as exc:
+                    failure = classify(exc)
+                    if failure.kind is ErrorKind.ENGINE_CRASHED:
+                        await self._pool.crashed(slot, failure)
+                    raise
             except Exception as exc:
                 error = classify(exc)
                 tracing.failed(span, error.kind.value, error.message)
@@ -130,7 +128,8 @@ class FallbackChain:
         self, spec: ModelSpec, engine: Engine, backend: str, retry_now: bool, keep_alive: float | None
     ) -> LoadedSlot:
         """The engine's slot; a load out of memory is tried again in the engine's lower precision, then on the
-        CPU (the ladder's order), each step recorded."""
+        CPU (the ladder's order), each step recorded. Those steps hold for that load only: the model's next load
+        tries its configured precision and device first again (runtime/remediation.py)."""
         while True:
             try:
                 return await self._pool.slot(spec, engine, retry_now=retry_now, keep_alive=keep_alive)
@@ -138,33 +137,17 @@ class FallbackChain:
                 steps = ladder(error.kind)
                 dtype = self._pool.planned_dtype(spec, engine.name)
                 lower = engine.lower_precision(spec.is_encoder, dtype) if Step.LOWER_PRECISION in steps else None
-                device = self._pool.planned_device(spec)
+                device = self._pool.planned_device(spec, engine.name)
                 if lower is not None:
                     record(spec.name, backend, Step.LOWER_PRECISION, f"{dtype} -> {lower}, to load")
                     self._pool.lower(spec.name, engine.name, lower)
                 elif Step.CPU in steps and device != "cpu":
                     record(spec.name, backend, Step.CPU, f"{device} -> cpu, to load")
-                    self._pool.load_on_cpu(spec.name, error.message)
+                    self._pool.load_on_cpu(spec.name, engine.name, error.message)
                 else:
+                    self._pool.forget_remedies(spec.name, engine.name)
                     raise
                 retry_now = True  # the failure just remembered is the one being remedied
-
-    async def _step_down(self, engine: Engine, slot: LoadedSlot, error: InferrelayError, backend: str) -> bool:
-        """The ladder's steps that reload the same engine's model: True when one was taken and it is worth
-        another try. (SMALLER_BATCH is the request handler's, NEXT_ENGINE and SKIP_ENGINE the walk's.)"""
-        placement, name = slot.placement, slot.spec.name
-        for step in ladder(error.kind):
-            if step is Step.LOWER_PRECISION:
-                lower = engine.lower_precision(slot.spec.is_encoder, placement.dtype)
-                if lower is not None:
-                    record(name, backend, step, f"{placement.dtype} -> {lower}")
-                    await self._pool.reload_lower(slot, lower, error.message)
-                    return True
-            elif step is Step.CPU and placement.device != "cpu":
-                record(name, backend, step, f"{placement.device} -> cpu")
-                await self._pool.move_to_cpu(slot, error.message)
-                return True
-        return False
 
     def _next_engine(self, spec: ModelSpec, backend: str, error: InferrelayError) -> None:
         """Record the walk's own step for this failure: on to the next engine, or this one skipped, and why."""

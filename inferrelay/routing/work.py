@@ -34,11 +34,12 @@ def stream(slot: LoadedSlot, generation: GenerationRequest) -> WorkerStream[Piec
     return slot.stream(lambda: model.stream(generation))
 
 
-async def embed(pool: ModelPool, slot: LoadedSlot, texts: list[str]) -> Embeddings:
-    """Gathered with the other embeddings requests to this model into one call (routing/coalesce.py)."""
+async def embed(pool: ModelPool, slot: LoadedSlot, texts: list[str], truncate: bool | None = None) -> Embeddings:
+    """Gathered with the other embeddings requests to this model into one call (routing/coalesce.py). Texts past
+    the model's window are cut to it unless `truncate` (the request's; None: the model's own setting) is False."""
     _as(slot.model, EmbeddingModel)
     coalescer = coalescer_for(slot, lambda: EmbedCoalescer(slot, _runner(pool, slot), EMBED_BATCH, _wait_s(pool)))
-    answer = await coalescer.embed(texts)
+    answer = await coalescer.embed(texts, slot.spec.truncate if truncate is None else truncate)
     for size, half in answer.halvings:  # recorded here, on the request's task, where its remedies are kept
         record(slot.spec.name, f"local/{slot.placement.engine}", Step.SMALLER_BATCH, f"{size} -> {half}")
     if answer.error is not None:
@@ -54,12 +55,11 @@ def _runner(pool: ModelPool, slot: LoadedSlot) -> EmbedRun:
     element_bytes = DTYPE_BYTES.get(slot.placement.dtype, DTYPE_BYTES["float32"])
 
     def admit(batch: list[str]) -> None:
-        if facts is not None:
-            pool.admit_request(
-                slot, encoder_activations(facts, batch, element_bytes), f"a batch of {len(batch)} inputs"
-            )
+        if facts is not None:  # no input is charged past the window: the engine cuts or refuses it
+            needed = encoder_activations(facts, batch, element_bytes, slot.model.context_length)
+            pool.admit_request(slot, needed, f"a batch of {len(batch)} inputs")
 
-    return lambda texts, size: embed_counted(_as(slot.model, EmbeddingModel), texts, size, admit)
+    return lambda texts, size, truncate: embed_counted(_as(slot.model, EmbeddingModel), texts, size, admit, truncate)
 
 
 def _wait_s(pool: ModelPool) -> float:

@@ -77,10 +77,11 @@ ACTIVATION_WIDTH = 8
 the feed-forward's 4x hidden intermediate and its output."""
 
 
-def encoder_activations(facts: ModelFacts, texts: list[str], element_bytes: int = 4) -> int:
-    """Working memory one batch of `texts` needs in an encoder: every text padded to the longest, one layer at
-    a time, plus each head's attention scores."""
+def encoder_activations(facts: ModelFacts, texts: list[str], element_bytes: int = 4, window: int | None = None) -> int:
+    """Working memory one batch of `texts` needs in an encoder: every text padded to the longest (at most the
+    model's `window` of tokens), one layer at a time, plus each head's attention scores."""
     tokens = max((len(t) for t in texts), default=0) // CHARS_PER_TOKEN + 2
+    tokens = tokens if window is None else min(tokens, window)
     hidden = facts.hidden_size or 768
     heads = facts.attention_heads or 12
     return len(texts) * tokens * (hidden * ACTIVATION_WIDTH + heads * tokens) * element_bytes

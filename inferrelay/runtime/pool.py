@@ -80,8 +80,10 @@ class ModelPool:
         self._failed: dict[tuple[str, str], LoadFailure] = {}
         self._loading: dict[tuple[str, str], asyncio.Task[LoadedSlot]] = {}
         self._unloading: list[str] = []
-        self._on_cpu: set[str] = set()  # models that ran out of GPU memory: loaded on the CPU from then on
-        self._lowered: dict[tuple[str, str], str] = {}  # (model, engine) out of memory: loaded in this dtype since
+        # (model, engine) whose load ran out of memory: its next load on the CPU, or in this dtype (that load only)
+        self._on_cpu: set[tuple[str, str]] = set()
+        self._lowered: dict[tuple[str, str], str] = {}
+        self._remedied: set[tuple[str, str]] = set()  # loaded below their configured precision or device
         self._load_lock = asyncio.Lock()
         runtime = self._runtime
         self.crashes = CrashHistory(
@@ -149,7 +151,7 @@ class ModelPool:
     async def _load(self, key: tuple[str, str], spec: ModelSpec, engine: Engine) -> LoadedSlot:
         try:
             async with self._load_lock:
-                placed = spec.model_copy(update={"device": "cpu"}) if spec.name in self._on_cpu else spec
+                placed = spec.model_copy(update={"device": "cpu"}) if key in self._on_cpu else spec
                 if key in self._lowered:
                     placed = placed.model_copy(update={"dtype": self._lowered[key]})
                 planned = await asyncio.to_thread(plan_load, placed, engine)
@@ -163,6 +165,7 @@ class ModelPool:
         finally:
             self._loading.pop(key, None)
         self._failed.pop(key, None)
+        self._settle_remedies(key, slot)
         slot.on_idle = self._idle
         self._slots[key] = slot
         self.loads += 1
@@ -209,8 +212,16 @@ class ModelPool:
             held = model.held_bytes if planned.device == "cpu" else 0
         else:
             held = max(0, process_rss() - before) if planned.device == "cpu" else 0
+        configured_device = pick_device(spec.device)[0]
         placement = Placement(
-            engine.name, planned.device, planned.device_reason, planned.dtype, planned.estimate, held, seconds
+            engine.name,
+            planned.device,
+            planned.device_reason,
+            planned.dtype,
+            planned.estimate,
+            held,
+            seconds,
+            configured=(configured_device, pick_dtype(spec.dtype, configured_device)),
         )
         keep_alive = spec.keep_alive if spec.keep_alive is not None else self._runtime.keep_alive
         slot = LoadedSlot(
@@ -235,40 +246,45 @@ class ModelPool:
             return bool(asked == "process")
         return engine.isolation == "process" and self._runtime.engine_isolation == "process"
 
-    async def move_to_cpu(self, slot: LoadedSlot, reason: str) -> None:
-        """A request ran out of GPU memory: unload the model; its next load is on the CPU."""
-        self._on_cpu.add(slot.spec.name)
-        log.warning(
-            "%s ran out of memory on %s serving a request; moving it to the CPU", slot.spec.name, slot.placement.device
-        )
-        await self._unload(slot, "moved_to_cpu", f"a request ran out of memory on {slot.placement.device}: {reason}")
+    def planned_device(self, spec: ModelSpec, engine: str) -> str:
+        """The device the model's next load with `engine` will use."""
+        return "cpu" if (spec.name, engine) in self._on_cpu else pick_device(spec.device)[0]
 
-    def planned_device(self, spec: ModelSpec) -> str:
-        """The device the model's next load will use."""
-        return "cpu" if spec.name in self._on_cpu else pick_device(spec.device)[0]
-
-    def load_on_cpu(self, name: str, reason: str) -> None:
-        """Load `name` on the CPU from now on (a remediation step: its load did not fit on the GPU)."""
-        self._on_cpu.add(name)
-        self.events.append(Event(utcnow(), name, "moved_to_cpu", f"its load ran out of GPU memory: {reason}"))
+    def load_on_cpu(self, name: str, engine: str, reason: str) -> None:
+        """Load `name` with `engine` on the CPU, this load only (a remediation step: it did not fit on the GPU)."""
+        self._on_cpu.add((name, engine))
+        detail = f"{engine}: its load ran out of GPU memory; loading it on the cpu until its next load: {reason}"
+        self.events.append(Event(utcnow(), name, "moved_to_cpu", detail))
 
     def planned_dtype(self, spec: ModelSpec, engine: str) -> str:
         """The dtype the model's next load with `engine` will use."""
         if (spec.name, engine) in self._lowered:
             return self._lowered[(spec.name, engine)]
-        device = "cpu" if spec.name in self._on_cpu else pick_device(spec.device)[0]
-        return pick_dtype(spec.dtype, device)
+        return pick_dtype(spec.dtype, self.planned_device(spec, engine))
 
     def lower(self, name: str, engine: str, dtype: str) -> None:
-        """Load `name` with `engine` in `dtype` from now on (a remediation step: its load did not fit)."""
+        """Load `name` with `engine` in `dtype`, this load only (a remediation step: its load did not fit)."""
         self._lowered[(name, engine)] = dtype
-        self.events.append(Event(utcnow(), name, "lower_precision", f"{engine} loads it in {dtype} from now on"))
+        detail = f"{engine}: its load ran out of memory; loading it in {dtype} until its next load"
+        self.events.append(Event(utcnow(), name, "lower_precision", detail))
 
-    async def reload_lower(self, slot: LoadedSlot, dtype: str, reason: str) -> None:
-        """A request ran out of memory: unload the model; its next load is in `dtype`."""
-        self._lowered[(slot.spec.name, slot.placement.engine)] = dtype
-        detail = f"{slot.placement.engine}: {slot.placement.dtype} -> {dtype} after: {reason}"
-        await self._unload(slot, "lower_precision", detail)
+    def forget_remedies(self, name: str, engine: str) -> None:
+        """The ladder gave up on this engine: its next load starts from the configured precision and device."""
+        self._lowered.pop((name, engine), None)
+        self._on_cpu.discard((name, engine))
+
+    def _settle_remedies(self, key: tuple[str, str], slot: LoadedSlot) -> None:
+        """A load done: the steps that made it fit are spent (the next load tries the configured precision and
+        device first again); one loaded as configured after a remedied one is recorded as restored."""
+        remedied = key in self._lowered or key in self._on_cpu
+        self.forget_remedies(*key)
+        if remedied:
+            self._remedied.add(key)
+        elif key in self._remedied:
+            self._remedied.discard(key)
+            placement = slot.placement
+            detail = f"{key[1]}: loaded as configured again ({placement.dtype} on {placement.device})"
+            self.events.append(Event(utcnow(), key[0], "restored", detail))
 
     def admit_request(self, slot: LoadedSlot, needed: int, what: str) -> None:
         """Refuse work whose working memory would not fit beside the models on the slot's device."""

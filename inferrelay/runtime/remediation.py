@@ -6,6 +6,14 @@ precision an engine can step down to is the engine's own fact
 the steps; every step taken is recorded for the request (the
 `x-inferrelay-remediation` header) and logged; the app's observer counts them
 from each request's outcome.
+
+Who a step is for: a request's own failure takes the request's steps only
+(a smaller batch, down to one input; then the next engine, for that request).
+The steps that change the model for every caller (lower precision, the CPU)
+are taken only when the model's load does not fit, and hold for that load:
+its next load (after keep_alive, an eviction, an unload) tries the configured
+precision and device first again. So no caller's input, however large,
+lowers the model for the others.
 """
 
 from __future__ import annotations

@@ -75,6 +75,13 @@ class Placement:
     held_bytes: int
     load_seconds: float
     loaded_at: datetime = field(default_factory=utcnow)
+    configured: tuple[str, str] | None = None
+    """(device, dtype) the model's configuration asks for; a remedied load holds another (runtime/remediation.py)."""
+
+    @property
+    def remedied(self) -> bool:
+        """Loaded on another device or in another precision than configured (the out-of-memory ladder's doing)."""
+        return self.configured is not None and self.configured != (self.device, self.dtype)
 
     @property
     def charged_bytes(self) -> int:
@@ -257,6 +264,7 @@ class LoadedSlot:
 
     def describe(self, now: float) -> dict[str, Any]:
         placement = self.placement
+        configured = placement.configured or (placement.device, placement.dtype)
         deadline = None
         if self.active == 0 and self.keep_alive >= 0:
             deadline = (self.last_used_at + timedelta(seconds=self.keep_alive)).isoformat()
@@ -266,6 +274,8 @@ class LoadedSlot:
             "device": placement.device,
             "device_reason": placement.device_reason,
             "dtype": placement.dtype,
+            "configured": {"device": configured[0], "dtype": configured[1]},
+            "remedied": placement.remedied,
             "memory": {
                 "estimated": placement.estimate.as_dict() if placement.estimate else None,
                 "measured_bytes": placement.held_bytes,

@@ -109,7 +109,8 @@ class Calls:
             with self._gate:
                 if op == "embed":
                     assert isinstance(self.model, EmbeddingModel)
-                    self.replies.send((call, "result", self.model.embed(argument)))
+                    texts, truncate = argument
+                    self.replies.send((call, "result", self.model.embed(texts, truncate)))
                 elif op == "generate":
                     assert isinstance(self.model, TextModel)
                     self.replies.send((call, "result", self.model.generate(argument)))

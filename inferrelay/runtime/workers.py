@@ -244,8 +244,8 @@ class WorkerModel(LoadedModel):
 
 
 class WorkerEncoder(WorkerModel, EmbeddingModel):
-    def embed(self, texts: list[str]) -> Embeddings:
-        result: Embeddings = self.worker.ask("embed", texts)[1]
+    def embed(self, texts: list[str], truncate: bool = True) -> Embeddings:
+        result: Embeddings = self.worker.ask("embed", (texts, truncate))[1]
         return result
 
 

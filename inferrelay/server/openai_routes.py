@@ -250,7 +250,7 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> JSONResponse:
 
 async def _embeddings(relay: Relay, body: EmbeddingRequest) -> Served[dict[str, Any]]:
     async def local(slot: LoadedSlot) -> dict[str, Any]:
-        result = await work.embed(relay.pool, slot, body.texts)
+        result = await work.embed(relay.pool, slot, body.texts, body.truncate)
         if body.encoding_format == "base64":
             data: list[Any] = [base64.b64encode(row.astype("<f4").tobytes()).decode() for row in result.vectors]
         else:

@@ -303,6 +303,17 @@ class EmbeddingRequest(OpenAIRequest):
     input: EmbeddingInput
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = None
+    truncate: bool | None = Field(
+        default=None,
+        description="inferrelay's extension, as TEI's and infinity's: an input past the model's window is cut to "
+        "it (true) or refused with 400 context_length_exceeded (false); absent: the model's `truncate` (true)",
+    )
+
+    def forwarded(self) -> dict[str, Any]:
+        """Without `truncate`: OpenAI refuses a field it does not know."""
+        body = super().forwarded()
+        body.pop("truncate", None)
+        return body
 
     @field_validator("input", mode="before")
     @classmethod

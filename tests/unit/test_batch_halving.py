@@ -20,7 +20,7 @@ class Cramped(EmbeddingModel):
         self.fits = fits
         self.sizes: list[int] = []
 
-    def embed(self, texts: list[str]) -> Embeddings:
+    def embed(self, texts: list[str], truncate: bool = True) -> Embeddings:
         self.sizes.append(len(texts))
         if len(texts) > self.fits:
             raise InferrelayError(ErrorKind.OUT_OF_MEMORY, f"{len(texts)} texts do not fit")

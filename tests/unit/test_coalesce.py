@@ -42,7 +42,7 @@ class Words(EmbeddingModel):
         if not hold_first:
             self.gate.set()
 
-    def embed(self, texts: list[str]) -> Embeddings:
+    def embed(self, texts: list[str], truncate: bool = True) -> Embeddings:
         self.calls.append(list(texts))
         self.started.set()
         if not self.gate.wait(BOUND_S):
@@ -64,7 +64,9 @@ def make_slot(max_queue: int = 64) -> LoadedSlot:
 
 
 def coalescer(model: Words, slot: LoadedSlot, batch_size: int = 32, wait_s: float = 0.0) -> EmbedCoalescer:
-    return EmbedCoalescer(slot, lambda texts, size: embed_counted(model, texts, size), batch_size, wait_s)
+    return EmbedCoalescer(
+        slot, lambda texts, size, truncate: embed_counted(model, texts, size, truncate=truncate), batch_size, wait_s
+    )
 
 
 def rows_of(texts: list[str]) -> list[list[float]]:

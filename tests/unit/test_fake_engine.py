@@ -211,10 +211,13 @@ def test_default_dimensions(tmp_path: Path) -> None:
 
 
 def test_embedding_input_past_context(tmp_path: Path) -> None:
+    model = encoder(tmp_path)
     with pytest.raises(InferrelayError) as caught:
-        encoder(tmp_path).embed(["ok", " ".join(["w"] * 17)])
+        model.embed(["ok", " ".join(["w"] * 17)], truncate=False)
     assert caught.value.kind is ErrorKind.CONTEXT_LENGTH
     assert "input[1]" in caught.value.message
+    cut = model.embed([" ".join(["w"] * 17), " ".join(["w"] * 16)])  # truncated by default: its first 16 words
+    np.testing.assert_array_equal(cut.vectors[0], cut.vectors[1])
 
 
 def test_embed_sorted_restores_input_order(tmp_path: Path) -> None:

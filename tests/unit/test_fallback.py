@@ -350,6 +350,6 @@ def test_missing_library_at_load_marks_the_engine_unavailable(
 
 def test_embedding_context_error_names_the_callers_index(client: Any) -> None:
     texts = ["a few short words here", "x", "y", " ".join(["word"] * 40)]
-    response = client.post("/v1/embeddings", json={"model": "emb", "input": texts})
+    response = client.post("/v1/embeddings", json={"model": "emb", "input": texts, "truncate": False})
     error = assert_error(response, 400, "context_length_exceeded", "input")
     assert error["message"].startswith("input[3] has 40 tokens")

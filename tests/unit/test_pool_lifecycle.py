@@ -2,19 +2,24 @@
 
 Real engines and real memory figures are in tests/e2e/test_runtime.py; here
 the question is only what the pool decides: one load for many waiters,
-keep_alive, and a model that runs out of GPU memory moved to the CPU.
+keep_alive, and a model whose load runs out of GPU memory moved to the CPU (that load only).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from inferrelay.config.schema import ModelSpec, Settings
 from inferrelay.engines.base import Capability, GenerationRequest
 from inferrelay.engines.fake import FakeEngine
 from inferrelay.engines.registry import EngineRegistry
+from inferrelay.errors import ErrorKind
+from inferrelay.outcome import ChainFailed
 from inferrelay.routing.fallback import FallbackChain
 from inferrelay.runtime.pool import ModelPool
 
@@ -98,8 +103,8 @@ def test_out_of_gpu_memory_at_load_moves_the_model_to_the_cpu(tmp_path: Path) ->
     pool.close()
 
 
-def test_a_request_out_of_gpu_memory_moves_the_model_to_the_cpu_and_is_answered(tmp_path: Path) -> None:
-
+def test_a_request_out_of_gpu_memory_fails_alone_and_the_model_stays_on_the_gpu(tmp_path: Path) -> None:
+    """One request's shortage is not the model's: no move to the CPU for everyone (runtime/remediation.py)."""
     options = {"fake": {"fail_kind": "out_of_memory", "fail_on": "request", "fail_devices": ["cuda"]}}
     spec = fake_spec(device="cuda", engine_options=options)
     pool = ModelPool(tmp_path, 30)
@@ -109,9 +114,11 @@ def test_a_request_out_of_gpu_memory_moves_the_model_to_the_cpu_and_is_answered(
         text = await slot.call(lambda: slot.model.generate(GenerationRequest(prompt="hello there", max_tokens=3)))
         return f"{slot.placement.device}: {text.text}"
 
-    served = asyncio.run(chain.serve(spec, Capability.CHAT, answer))
-    assert served.result == "cpu: echo: hello there"
-    assert served.attempts == [], "the move is a remediation, not a failed attempt"
-    assert [e.what for e in pool.events] == ["moved_to_cpu"]
-    assert "out of memory on cuda" in pool.events[0].detail
+    with pytest.raises(ChainFailed) as failed:
+        asyncio.run(chain.serve(spec, Capability.CHAT, answer))
+    assert [attempt.kind for attempt in failed.value.attempts] == [ErrorKind.OUT_OF_MEMORY]
+    assert [remedy.step.value for remedy in failed.value.remedies] == ["next_engine"]
+    assert [(slot.placement.device, slot.placement.remedied) for slot in pool.loaded()] == [("cuda", False)]
+    assert pool.events == deque(), "nothing was moved or reloaded"
+    assert pool.planned_device(spec, "fake") == "cuda"
     pool.close()
