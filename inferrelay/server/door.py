@@ -53,6 +53,8 @@ def check_body(body: Any, limits: RequestLimits) -> None:
             param,
             "invalid_unicode",
         )
+    if isinstance(body, dict):
+        _check_fields(body, limits)  # the field that is past its limit, where one is named
     if total > limits.max_text_chars:
         raise refuse(
             f"the request holds more than {limits.max_text_chars} characters of text "
@@ -60,8 +62,6 @@ def check_body(body: Any, limits: RequestLimits) -> None:
             None,
             "request_too_large",
         )
-    if isinstance(body, dict):
-        _check_fields(body, limits)
 
 
 def _text_chars(body: Any, limit: int) -> tuple[int, bool]:
