@@ -26,6 +26,8 @@ from pathlib import Path
 
 KEYS_NAME = "keys.sqlite3"
 PREFIX = "irk_"
+MAX_LIMIT = 2**63 - 1
+"""rpm, tpm and budget_tokens are SQLite INTEGERs: a larger one is a 400, not an OverflowError."""
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS keys (
@@ -142,8 +144,8 @@ class KeyStore:
         if not NAME.match(name):
             raise ValueError("a key name is 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
         for field, value in (("rpm", rpm), ("tpm", tpm), ("budget_tokens", budget_tokens)):
-            if value is not None and value < 1:
-                raise ValueError(f"{field} must be at least 1")
+            if value is not None and not 1 <= value <= MAX_LIMIT:
+                raise ValueError(f"{field} must be from 1 to {MAX_LIMIT}")
         if models is not None and not models:
             raise ValueError("models: name at least one model, or leave it out for every model")
         secret = PREFIX + secrets.token_urlsafe(32)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from pydantic import Field, field_validator
 
 from inferrelay.access.expiry import expires_at
-from inferrelay.access.keys import KeyExistsError
+from inferrelay.access.keys import MAX_LIMIT, KeyExistsError
 from inferrelay.access.usage import usage
 from inferrelay.config.strict import Strict
 from inferrelay.errors import ErrorKind, InferrelayError, bad_request
@@ -20,9 +20,9 @@ router = APIRouter(prefix="/api/v1/keys")
 class CreateKey(Strict):
     name: str = Field(min_length=1, max_length=64)
     models: list[str] | None = None
-    rpm: int | None = Field(default=None, ge=1)
-    tpm: int | None = Field(default=None, ge=1)
-    budget_tokens: int | None = Field(default=None, ge=1)
+    rpm: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
+    tpm: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
+    budget_tokens: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
     expires: str | None = Field(default=None, description="from now: '30d', '12h', '90m'")
     admin: bool = False
 
