@@ -28,6 +28,7 @@ from inferrelay.engines.decoding import (
 )
 from inferrelay.engines.memory_rule import AS_STORED, EngineMemory
 from inferrelay.engines.token_bound import UNKNOWN, prompt_texts, refuse_surely_over
+from inferrelay.errors import bad_request
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -128,6 +129,9 @@ class TokenTextModel(TextModel):
     """A decoder driven token by token here: engines give three steps and inherit stop
     strings, context checks, incremental text and usage counting."""
 
+    bos_token: int | None = None
+    """The beginning-of-sequence token an empty prompt starts from; None: the model has none."""
+
     longest_token_bytes: int = UNKNOWN
     """The most bytes one token stands for (engines/token_bound.py); UNKNOWN: every prompt is counted whole."""
 
@@ -154,7 +158,7 @@ class TokenTextModel(TextModel):
         param = "messages" if request.messages is not None else "prompt"
         texts = prompt_texts(request.prompt, request.messages)
         refuse_surely_over(texts, self.longest_token_bytes, self.context_length, param)  # before counting millions
-        ids = self.encode(request)
+        ids = self.encode(request) or self._start_of_text(param)
         max_new = plan_max_tokens(len(ids), request.max_tokens, self.context_length, param)
         text = IncrementalDetokenizer(self.detokenize)
         stops = StopScanner(request.stop)
@@ -180,6 +184,12 @@ class TokenTextModel(TextModel):
                 yield Piece(rest, logprobs=logprobs.take())
         finish = "stop" if stopped or count < max_new else "length"
         yield Piece("", finish, len(ids), count, logprobs.take())  # any tokens that made no text of their own
+
+    def _start_of_text(self, param: str) -> list[int]:
+        """An empty prompt is generated from the start of a text (the BOS token), as OpenAI answers one."""
+        if self.bos_token is None or self.bos_token < 0:
+            raise bad_request(f"{param} is empty, and this model has no start-of-text token to begin from", param)
+        return [self.bos_token]
 
 
 class EmbeddingModel(LoadedModel):

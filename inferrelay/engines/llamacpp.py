@@ -34,6 +34,7 @@ from inferrelay.engines.llamacpp_batch import BatchDecoder, BatchPlan
 from inferrelay.engines.llamacpp_build import describe_installed
 from inferrelay.engines.memory_rule import MIB, STORED, EngineMemory
 from inferrelay.engines.optional import probe_imports, require
+from inferrelay.engines.prompt_ids import chat_prompt_ids
 from inferrelay.engines.token_bound import longest_piece
 from inferrelay.engines.window import Window, longest_token
 from inferrelay.errors import ErrorKind, InferrelayError
@@ -110,6 +111,7 @@ class LlamaTextModel(TokenTextModel):
         self.context_length = plan.slot_context
         self.parallel = plan.parallel
         self._template = llm.metadata.get("tokenizer.chat_template")
+        self.bos_token = llm.token_bos()
         self.longest_token_bytes = longest_piece(_pieces(llm))
         self._is_eog = _eog_check(llm)
         self._guides = GuideMaker(llama_tokenizer(llm, self._is_eog), llm.n_vocab())
@@ -121,14 +123,12 @@ class LlamaTextModel(TokenTextModel):
         if request.messages is not None:
             if not self._template:
                 raise InferrelayError(ErrorKind.BAD_REQUEST, "this GGUF carries no chat template; use /v1/completions")
-            text = render_chat(
-                self._template,
-                request.messages,
-                bos_token=self._token_text(self._llm.token_bos()),
-                eos_token=self._token_text(self._llm.token_eos()),
-            )
-            return list(self._llm.tokenize(text.encode(), add_bos=False, special=True))
+            return chat_prompt_ids(self._render, request.messages, LlamaPromptTokenizer(self._llm))
         return list(self._llm.tokenize((request.prompt or "").encode(), add_bos=True, special=False))
+
+    def _render(self, messages: list[dict[str, Any]]) -> str:
+        bos, eos = self._token_text(self._llm.token_bos()), self._token_text(self._llm.token_eos())
+        return render_chat(self._template, messages, bos_token=bos, eos_token=eos)
 
     def generate_ids(
         self, ids: list[int], max_new: int, sampling: Sampling, constraint: Constraint | None = None
@@ -193,6 +193,25 @@ def _pieces(llm: Any) -> Iterator[bytes]:
     for token in range(llm.n_vocab()):
         length = llama_cpp.llama_token_to_piece(vocab, token, buffer, size, 0, True)
         yield buffer.raw[:length] if length >= 0 else b"\0" * -length  # negative: the length it needs
+
+
+class LlamaPromptTokenizer:
+    """llama.cpp's tokenizer for engines/prompt_ids.py: `special=False` reads special-token text as text."""
+
+    def __init__(self, llm: Any) -> None:
+        self._llm = llm
+
+    def with_special(self, text: str) -> list[int]:
+        return list(self._llm.tokenize(text.encode(), add_bos=False, special=True))
+
+    def as_text(self, text: str) -> list[int]:
+        return list(self._llm.tokenize(text.encode(), add_bos=False, special=False))
+
+    def control_text(self, token: int) -> str | None:
+        """A control token renders as nothing unless special tokens are asked for."""
+        if self._llm.detokenize([token], special=False):
+            return None
+        return str(self._llm.detokenize([token], special=True).decode("utf-8", "replace")) or None
 
 
 class LlamaEmbeddingModel(EmbeddingModel):

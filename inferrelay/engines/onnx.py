@@ -11,7 +11,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from inferrelay.engines.devices import choose_device
 from inferrelay.engines.memory_rule import DTYPE, MIB, EngineMemory
 from inferrelay.engines.onnx_export import DECODER_PRECISION, ENCODER_VERSION
 from inferrelay.engines.optional import probe_imports, require
+from inferrelay.engines.prompt_ids import chat_prompt_ids
 from inferrelay.engines.token_bound import longest_entry
 from inferrelay.engines.window import Window, longest_token, window_of
 from inferrelay.errors import ErrorKind, InferrelayError, bad_request, dependency_missing
@@ -183,10 +184,12 @@ class GenAIDecoder(TokenTextModel):
         self._tokenizer = self._og.Tokenizer(self._model)
         vocabulary = folder / "tokenizer.json"
         self._vocabulary = require(*TOKENIZERS).Tokenizer.from_file(str(vocabulary)) if vocabulary.exists() else None
+        self._text = self._vocabulary and GenAIPromptTokenizer(self._vocabulary, self._text_with_special)
         if self._vocabulary is not None:
             self.longest_token_bytes = longest_entry(self._vocabulary.get_vocab(with_added_tokens=True))
         config = json.loads((folder / "genai_config.json").read_text())["model"]
         eos = config.get("eos_token_id", [])
+        self.bos_token = config.get("bos_token_id")
         self._eos = set(eos if isinstance(eos, list) else [eos])
         self.context_length = min(spec.context_length, int(config.get("context_length", spec.context_length)))
         # genai runs several generators on one model, each with its own state: concurrent requests interleave
@@ -194,11 +197,18 @@ class GenAIDecoder(TokenTextModel):
         self.parallel = max(1, int(spec.engine_options.get("onnx", {}).get("parallel", DEFAULT_PARALLEL)))
 
     def encode(self, request: GenerationRequest) -> list[int]:
+        if self._text is None:  # no tokenizer.json beside the export: genai's tokenizer reads special-token text
+            text = self._render(request.messages) if request.messages is not None else request.prompt or ""
+            return self._text_with_special(text)
         if request.messages is not None:
-            with template_errors():
-                text = self._tokenizer.apply_chat_template(json.dumps(request.messages), add_generation_prompt=True)
-        else:
-            text = request.prompt or ""
+            return chat_prompt_ids(self._render, request.messages, self._text)
+        return self._text.prompt(request.prompt or "")
+
+    def _render(self, messages: list[dict[str, Any]]) -> str:
+        with template_errors():
+            return str(self._tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True))
+
+    def _text_with_special(self, text: str) -> list[int]:
         return [int(t) for t in self._tokenizer.encode(text)]
 
     def generate_ids(
@@ -246,3 +256,24 @@ class GenAIDecoder(TokenTextModel):
         entry = self._vocabulary.id_to_token(token) if self._vocabulary is not None else None
         exact = byte_level_bytes(entry) if entry is not None else None
         return exact if exact is not None else super().token_bytes(token)
+
+
+class GenAIPromptTokenizer:
+    """genai's own tokenizer for the template's text; the same tokenizer.json, read with `tokenizers`, for caller
+    text with special-token text as text (genai's tokenizer has no such switch)."""
+
+    def __init__(self, vocabulary: Any, with_special: Callable[[str], list[int]]) -> None:
+        self._vocabulary = vocabulary
+        self._vocabulary.encode_special_tokens = True
+        self.with_special = with_special
+        self._controls = {i: t.content for i, t in vocabulary.get_added_tokens_decoder().items() if t.special}
+
+    def as_text(self, text: str) -> list[int]:
+        return [int(t) for t in self._vocabulary.encode(text, add_special_tokens=False).ids]
+
+    def control_text(self, token: int) -> str | None:
+        return self._controls.get(token)
+
+    def prompt(self, text: str) -> list[int]:
+        """A completion's prompt, with what tokenizer.json's post-processor adds (a BOS), as genai's encode does."""
+        return [int(t) for t in self._vocabulary.encode(text, add_special_tokens=True).ids]

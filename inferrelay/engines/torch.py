@@ -32,6 +32,7 @@ from inferrelay.engines.devices import choose_device, pick_dtype
 from inferrelay.engines.memory_rule import DTYPE, MIB, EngineMemory
 from inferrelay.engines.optional import probe_imports, require
 from inferrelay.engines.pooling import mean_pool_normalized
+from inferrelay.engines.prompt_ids import HFPromptTokenizer, chat_prompt_ids
 from inferrelay.engines.token_bound import longest_entry
 from inferrelay.engines.torch_batch import PaddedBatcher, seeded_generator
 from inferrelay.engines.window import Window, longest_token, window_of
@@ -142,8 +143,10 @@ class TorchDecoder(Wrappable, TokenTextModel):
     def __init__(self, model: Any, tokenizer: Any, spec: ModelSpec, device: str, parallel: int = 1) -> None:
         self._model = model
         self._tokenizer = tokenizer
+        self._text = HFPromptTokenizer(tokenizer)
         self._device = device
         self.context_length = spec.context_length
+        self.bos_token = tokenizer.bos_token_id
         eos = model.generation_config.eos_token_id
         self._eos = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
         self._guides = GuideMaker(hf_tokenizer(tokenizer, self._eos), model.config.vocab_size)
@@ -164,12 +167,12 @@ class TorchDecoder(Wrappable, TokenTextModel):
         if request.messages is not None:
             if not self._tokenizer.chat_template:
                 raise InferrelayError(ErrorKind.BAD_REQUEST, "this model has no chat template; use /v1/completions")
-            with template_errors():
-                ids = self._tokenizer.apply_chat_template(
-                    request.messages, add_generation_prompt=True, tokenize=True, return_dict=False
-                )
-            return [int(t) for t in ids]
-        return [int(t) for t in self._tokenizer.encode(request.prompt or "")]
+            return chat_prompt_ids(self._render, request.messages, self._text)
+        return self._text.prompt(request.prompt or "")
+
+    def _render(self, messages: list[dict[str, Any]]) -> str:
+        with template_errors():
+            return str(self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
 
     def generate_ids(
         self, ids: list[int], max_new: int, sampling: Sampling, constraint: Constraint | None = None
