@@ -44,6 +44,12 @@ class RuntimeSettings(Strict):
         description="requests that may wait for a loaded model beyond those it runs; one more is refused at once "
         "(kind overloaded: the next step serves, or 429). A model's own max_queue overrides it",
     )
+    request_timeout: Duration = Field(
+        default=600.0,
+        description="a request's time budget, from arrival to its last byte; past it the request ends with kind "
+        "timeout (504, or an error event in a stream) and its model is freed. A model's own request_timeout "
+        "overrides it; 0 or negative: none",
+    )
     embed_batch_wait_ms: float = Field(
         default=2.0,
         ge=0,

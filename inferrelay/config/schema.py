@@ -46,6 +46,10 @@ class ModelSpec(Strict):
         "Absent: runtime.keep_alive",
     )
     pinned: bool = Field(default=False, description="never evicted to make room for another model")
+    request_timeout: Duration | None = Field(
+        default=None,
+        description="the time budget of a request that names this model; absent: runtime.request_timeout",
+    )
     max_queue: int | None = Field(
         default=None,
         ge=0,

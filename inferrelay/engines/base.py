@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
+from inferrelay import cancellation
 from inferrelay.capabilities import Capability
 from inferrelay.engines.decoding import (
     IncrementalDetokenizer,
@@ -114,14 +115,22 @@ class TextModel(LoadedModel):
         """Text pieces; the last one carries finish_reason and usage."""
 
     def generate(self, request: GenerationRequest) -> Piece:
+        """The pieces collected; a cancelled call (its caller gone, its deadline passed) stops at the next one."""
         parts: list[str] = []
         logprobs: list[TokenLogprob] | None = None
         last = Piece("")
-        for piece in self.stream(request):
-            parts.append(piece.text)
-            if piece.logprobs is not None:
-                logprobs = [*(logprobs or []), *piece.logprobs]
-            last = piece
+        pieces = self.stream(request)
+        try:
+            for piece in pieces:
+                cancellation.check()
+                parts.append(piece.text)
+                if piece.logprobs is not None:
+                    logprobs = [*(logprobs or []), *piece.logprobs]
+                last = piece
+        finally:  # a generator stopped early frees what it holds now (a batched sequence's cells)
+            close = getattr(pieces, "close", None)
+            if close is not None:
+                close()
         return Piece("".join(parts), last.finish_reason, last.prompt_tokens, last.completion_tokens, logprobs)
 
 

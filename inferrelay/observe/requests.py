@@ -18,6 +18,8 @@ from inferrelay.observe.requestlog import INCOMPLETE, LogRow, RequestLog, bounde
 from inferrelay.outcome import Attempt, ChainFailed, Remedy, Served
 
 NO_BACKEND = "none"
+CANCELLED = "cancelled"
+CLIENT_CLOSED = 499  # nginx's status for a client that closed the connection first
 
 
 @dataclass
@@ -53,6 +55,10 @@ class Observer:
         """Told each keyed request's tokens when it is done (access/quota.py)."""
         self.known_model: Callable[[str], bool] = lambda name: True
         """Whether a model name is this server's (configured, registered, embedded): metrics label only those."""
+        self.cancellations: Counter[str] = Counter()
+        """Model -> requests whose caller went away before the answer was done (their work was stopped)."""
+        self.timeouts: Counter[str] = Counter()
+        """Model -> requests that ran past their time budget (request_timeout) and were stopped."""
         self.unclassified: Counter[str] = Counter()
         """Exception types that no rule classified (kind `internal`), by module and name: each one can get its
         own rule in error_rules.py."""
@@ -80,6 +86,16 @@ class Observer:
         if usage:
             tracked.prompt_tokens = int(usage.get("prompt_tokens") or 0)
             tracked.completion_tokens = int(usage.get("completion_tokens") or 0)
+
+    def cancelled(self, tracked: Tracked) -> None:
+        """The caller closed its connection first; its work was stopped (server/bounds.py)."""
+        tracked.status, tracked.outcome = CLIENT_CLOSED, CANCELLED
+        self.cancellations[tracked.model] += 1
+
+    def timed_out(self, tracked: Tracked, error: InferrelayError) -> None:
+        """The request ran past its time budget; its work was stopped."""
+        self.failed(tracked, error)
+        self.timeouts[tracked.model] += 1
 
     def failed(self, tracked: Tracked, error: InferrelayError) -> None:
         tracked.status, tracked.outcome = error.status, error.kind.value

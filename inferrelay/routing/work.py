@@ -1,7 +1,8 @@
 """What a request does on a loaded local model: a whole answer, a stream of pieces, embeddings.
 
 Each runs on the slot's own worker (runtime/slots.py). Concurrent embeddings
-requests are gathered into one call (routing/coalesce.py); their batches pass
+requests are gathered into one call (routing/coalesce.py), a large one a batch
+at a time so that others take turns (routing/turns.py); their batches pass
 the runtime's memory check one by one and halve on out of memory
 (routing/batching.py), each halving recorded as a remedy of the requests in it.
 """
@@ -16,6 +17,7 @@ from inferrelay.errors import ErrorKind, InferrelayError
 from inferrelay.outcome import Step
 from inferrelay.routing.batching import EMBED_BATCH, embed_counted
 from inferrelay.routing.coalesce import EmbedCoalescer, EmbedRun, coalescer_for
+from inferrelay.routing.turns import in_turns
 from inferrelay.runtime.memory import DTYPE_BYTES, encoder_activations
 from inferrelay.runtime.placement import facts_for
 from inferrelay.runtime.pool import ModelPool
@@ -39,7 +41,8 @@ async def embed(pool: ModelPool, slot: LoadedSlot, texts: list[str], truncate: b
     the model's window are cut to it unless `truncate` (the request's; None: the model's own setting) is False."""
     _as(slot.model, EmbeddingModel)
     coalescer = coalescer_for(slot, lambda: EmbedCoalescer(slot, _runner(pool, slot), EMBED_BATCH, _wait_s(pool)))
-    answer = await coalescer.embed(texts, slot.spec.truncate if truncate is None else truncate)
+    cut = slot.spec.truncate if truncate is None else truncate
+    answer = await in_turns(texts, coalescer.batch_size, lambda part: coalescer.embed(part, cut))
     for size, half in answer.halvings:  # recorded here, on the request's task, where its remedies are kept
         record(slot.spec.name, f"local/{slot.placement.engine}", Step.SMALLER_BATCH, f"{size} -> {half}")
     if answer.error is not None:

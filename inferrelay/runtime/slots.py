@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
+from inferrelay.cancellation import Cancellation, within
 from inferrelay.config.runtime import DEFAULT_MAX_QUEUE
 from inferrelay.config.schema import ModelSpec
 from inferrelay.engines.base import LoadedModel, utcnow
@@ -90,13 +91,15 @@ class Placement:
 
 
 class _Ticket:
-    """One request handed to a slot: it waits until a worker takes it, unless its caller gives up first."""
+    """One request handed to a slot: it waits until a worker takes it, unless its caller gives up first; a caller
+    that gives up while it runs cancels it (its work stops at its next step, cancellation.py)."""
 
-    __slots__ = ("dropped", "started")
+    __slots__ = ("cancellation", "dropped", "started")
 
     def __init__(self) -> None:
         self.started = False
         self.dropped = False
+        self.cancellation = Cancellation()
 
 
 class LoadedSlot:
@@ -171,7 +174,8 @@ class LoadedSlot:
             ticket.started = True
             self.waiting, self.running = self.waiting - 1, self.running + 1
         try:
-            return work()
+            with within(ticket.cancellation):
+                return work()
         finally:
             with self._counts:
                 self.running -= 1
@@ -207,6 +211,9 @@ class LoadedSlot:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._worker, self._run, ticket, fn, loop)
+        except asyncio.CancelledError:  # the caller went away or its deadline passed: the work stops too
+            ticket.cancellation.set()
+            raise
         finally:
             self._drop(ticket)
 

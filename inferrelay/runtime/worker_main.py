@@ -27,6 +27,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from inferrelay.cancellation import Cancellation, within
 from inferrelay.config.schema import ModelSpec
 from inferrelay.engines.base import EmbeddingModel, Engine, LoadedModel, TextModel
 from inferrelay.errors import classify
@@ -72,7 +73,7 @@ class Calls:
         self.replies = replies
         self.model: LoadedModel | None = None
         self._gate = threading.Semaphore(1)
-        self._cancels: dict[int, threading.Event] = {}
+        self._cancels: dict[int, Cancellation] = {}
         self._threads: list[threading.Thread] = []
 
     def loaded(self, model: LoadedModel) -> None:
@@ -81,7 +82,7 @@ class Calls:
 
     def arrived(self, call: int) -> None:
         """Seen by the reading thread, so that a cancel that follows at once finds its call."""
-        self._cancels[call] = threading.Event()
+        self._cancels[call] = Cancellation()
 
     def cancel(self, call: int) -> None:
         event = self._cancels.get(call)
@@ -104,9 +105,9 @@ class Calls:
             self.model.close()
 
     def _serve(self, call: int, op: str, argument: Any) -> None:
-        cancel = self._cancels.get(call) or threading.Event()
+        cancel = self._cancels.get(call) or Cancellation()
         try:
-            with self._gate:
+            with self._gate, within(cancel):  # a generation checks it between pieces (TextModel.generate)
                 if op == "embed":
                     assert isinstance(self.model, EmbeddingModel)
                     texts, truncate = argument
@@ -168,14 +169,14 @@ def load(reference: str, spec: dict[str, Any], device: str, home: str) -> Loaded
     return model
 
 
-def stream(replies: Replies, call: int, model: TextModel, generation: Any, cancel: threading.Event) -> None:
+def stream(replies: Replies, call: int, model: TextModel, generation: Any, cancel: Cancellation) -> None:
     """Pieces as they come; a cancel from the server, seen between two pieces, ends this stream early (its
     sequence only: the model's other calls go on)."""
     pieces = model.stream(generation)
     try:
         for piece in pieces:
             replies.send((call, "piece", piece))
-            if cancel.is_set():
+            if cancel.is_set:
                 break
     finally:
         pieces.close()  # type: ignore[attr-defined]

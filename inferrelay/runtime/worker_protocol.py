@@ -4,7 +4,7 @@ Every message starts with the call's id, a number the server picks, so that seve
 one worker (as many as its model's `parallel`) and each reply finds its caller.
 
 Server -> worker: (id, "load", engine reference, spec as JSON data, device, home), (id, "embed", (texts, truncate)),
-(id, "generate", request), (id, "stream", request), (id, "cancel") for a stream in flight, (id, "close").
+(id, "generate", request), (id, "stream", request), (id, "cancel") for a stream or generation in flight, (id, "close").
 Worker -> server: (id, "loaded", context length, bytes the load added, parallel), (id, "result", value),
 (id, "piece", piece)... (id, "end"), (id, "error", kind, message, hint, param), (id, "closed").
 A call's last reply is "loaded", "result", "end", "error" or "closed".

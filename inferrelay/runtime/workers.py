@@ -24,6 +24,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from inferrelay import cancellation
 from inferrelay.config.schema import ModelSpec
 from inferrelay.engines.base import (
     EmbeddingModel,
@@ -111,7 +112,8 @@ class WorkerProcess:
         return call, replies
 
     def cancel(self, call: int) -> None:
-        """Stop a stream in flight; its last replies are read and dropped by the reader."""
+        """Stop a stream or a generation in flight (at its next piece); a stream's last replies are read and
+        dropped by the reader, a generation answers with an error nobody reads."""
         with self._send_lock, contextlib.suppress(OSError):
             self._conn.send((call, "cancel"))
 
@@ -251,7 +253,11 @@ class WorkerEncoder(WorkerModel, EmbeddingModel):
 
 class WorkerDecoder(WorkerModel, TextModel):
     def generate(self, request: GenerationRequest) -> Piece:
-        result: Piece = self.worker.ask("generate", request)[1]
+        """A cancellation of this call (its caller gone, its deadline passed) is passed on to the worker."""
+        worker = self.worker
+        call, replies = worker.call("generate", request)
+        with cancellation.forwarded(lambda: worker.cancel(call)):
+            result: Piece = receive(replies)[1]
         return result
 
     def stream(self, request: GenerationRequest) -> Iterator[Piece]:

@@ -21,7 +21,7 @@ from inferrelay.engines.base import Piece
 from inferrelay.errors import ErrorKind, InferrelayError, classify
 from inferrelay.observe import tracing
 from inferrelay.observe.context import REQUEST_ID_HEADER
-from inferrelay.observe.requests import Tracked
+from inferrelay.observe.requests import Observer, Tracked
 from inferrelay.outcome import Served, attempts_header, remedies_header
 from inferrelay.providers.remote import RemoteClient
 from inferrelay.routing import work
@@ -29,6 +29,15 @@ from inferrelay.routing.gateway import Order
 from inferrelay.routing.ratelimit import estimate_tokens
 from inferrelay.routing.tools import plan_tools
 from inferrelay.runtime.slots import LoadedSlot
+from inferrelay.server.bounds import (
+    CallerGone,
+    Deadline,
+    DeadlinePassed,
+    bounded,
+    budget_s,
+    gone_response,
+    within_deadline,
+)
 from inferrelay.server.errors import sse_error
 from inferrelay.server.relay import Relay, relay_of
 from inferrelay.server.responses import ResponsesRequest, ResponseWriter
@@ -77,17 +86,36 @@ class OpenedStream:
 
 
 class ClosingStreamingResponse(StreamingResponse):
-    """Stops the producer however the response ends, client disconnects included."""
+    """Stops the producer however the response ends, client disconnects included (`on_abandon` hears of those)."""
 
-    def __init__(self, opened: OpenedStream, headers: dict[str, str], done_marker: bool = True) -> None:
+    def __init__(
+        self,
+        opened: OpenedStream,
+        headers: dict[str, str],
+        done_marker: bool = True,
+        on_abandon: Callable[[], None] = lambda: None,
+    ) -> None:
         events = _until_done(opened.events) if done_marker else opened.events
-        super().__init__(events, media_type="text/event-stream", headers=headers)
+        super().__init__(self._noting_end(events), media_type="text/event-stream", headers=headers)
         self._close = opened.close
+        self._ended = False
+        self._on_abandon = on_abandon
+
+    async def _noting_end(self, events: AsyncIterator[str]) -> AsyncIterator[str]:
+        try:
+            async for event in events:
+                yield event
+        except Exception:  # an error ends a stream too (not a disconnect: that cancels or closes it)
+            self._ended = True
+            raise
+        self._ended = True
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
+            if not self._ended:  # the client went away mid-stream
+                self._on_abandon()
             await self._close()
 
 
@@ -120,12 +148,16 @@ async def generate(
     relay = relay_of(request)
     observer = relay.observer
     tracked = observer.begin(body.model, capability.value, body.stream, request.headers.get(REQUEST_ID))
+    deadline = Deadline(budget_s(relay.settings, relay.catalog, body.model))
     try:
         with tracing.within(tracked.span):
-            response = await _generate(relay, body, capability, tracked, reshape)
-    except Exception as exc:
-        observer.failed(tracked, classify(exc))
+            response = await bounded(request, deadline, _generate(relay, body, capability, tracked, reshape, deadline))
+    except CallerGone:
+        observer.cancelled(tracked)
         observer.finish(tracked)
+        return gone_response()
+    except Exception as exc:
+        _failed(observer, tracked, exc)
         raise
     if not body.stream:
         observer.finish(tracked)
@@ -138,6 +170,7 @@ async def _generate(
     capability: Capability,
     tracked: Tracked,
     reshape: Reshape,
+    deadline: Deadline,
 ) -> Any:
     observer = relay.observer
     generation = body.to_generation()
@@ -167,7 +200,11 @@ async def _generate(
 
         async def local_stream(slot: LoadedSlot) -> OpenedStream:
             pieces = work.stream(slot, generation)
-            first = await anext(pieces)  # a failure before the first piece falls back
+            try:
+                first = await anext(pieces)  # a failure before the first piece falls back
+            except BaseException:  # failed, or cancelled (its caller gone, its deadline passed): the model stops
+                await pieces.aclose()
+                raise
             if plan is not None and plan.functions:
                 events = local_call_events(shape, plan, first, pieces, body.include_usage, last_piece)
             else:
@@ -182,10 +219,12 @@ async def _generate(
         opened = await relay.gateway.serve(order(local_stream, remote_stream))
         observer.served(tracked, opened)
         opened.result.on_close(lambda: observer.finish(tracked))
+        opened.result.events = _noting_timeout(within_deadline(opened.result.events, deadline), observer, tracked)
+        headers, gone = served_headers(opened, tracked), lambda: observer.cancelled(tracked)
         if reshape.stream is not None:
             opened.result.events = reshape.stream(opened.result.events)
-            return ClosingStreamingResponse(opened.result, served_headers(opened, tracked), done_marker=False)
-        return ClosingStreamingResponse(opened.result, served_headers(opened, tracked))
+            return ClosingStreamingResponse(opened.result, headers, done_marker=False, on_abandon=gone)
+        return ClosingStreamingResponse(opened.result, headers, on_abandon=gone)
 
     async def local(slot: LoadedSlot) -> dict[str, Any]:
         pieces = await work.generate_several(slot, generation, body.n)
@@ -199,6 +238,24 @@ async def _generate(
     observer.served(tracked, served)
     observer.usage(tracked, served.result.get("usage"))
     return JSONResponse(reshape.whole(served.result), headers=served_headers(served, tracked))
+
+
+def _failed(observer: Observer, tracked: Tracked, exc: Exception) -> None:
+    if isinstance(exc, DeadlinePassed):
+        observer.timed_out(tracked, exc)
+    else:
+        observer.failed(tracked, classify(exc))
+    observer.finish(tracked)
+
+
+async def _noting_timeout(events: AsyncIterator[str], observer: Observer, tracked: Tracked) -> AsyncIterator[str]:
+    """A stream stopped by its deadline is counted as one (its caller gets the error as an SSE event)."""
+    try:
+        async for event in events:
+            yield event
+    except DeadlinePassed as exc:
+        observer.timed_out(tracked, exc)
+        raise
 
 
 def _as_choices(wholes: list[dict[str, Any]]) -> dict[str, Any]:
@@ -235,12 +292,16 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> JSONResponse:
     relay = relay_of(request)
     observer = relay.observer
     tracked = observer.begin(body.model, Capability.EMBEDDINGS.value, False, request.headers.get(REQUEST_ID))
+    deadline = Deadline(budget_s(relay.settings, relay.catalog, body.model))
     try:
         with tracing.within(tracked.span):
-            served = await _embeddings(relay, body)
-    except Exception as exc:
-        observer.failed(tracked, classify(exc))
+            served = await bounded(request, deadline, _embeddings(relay, body))
+    except CallerGone:
+        observer.cancelled(tracked)
         observer.finish(tracked)
+        return gone_response()  # type: ignore[return-value]
+    except Exception as exc:
+        _failed(observer, tracked, exc)
         raise
     observer.served(tracked, served)
     observer.usage(tracked, served.result.get("usage"))

@@ -234,6 +234,8 @@ async def runtime_stats(request: Request) -> dict[str, Any]:
         "models": {spec.name: model_view(relay, spec, pool) for spec in specs if spec is not None},
         "remediation": remedies,
         "unclassified_errors": dict(relay.observer.unclassified),
+        "cancelled": dict(relay.observer.cancellations),
+        "timed_out": dict(relay.observer.timeouts),
         "requests": await asyncio.to_thread(_request_aggregates, relay.settings.home),
     }
 

@@ -171,9 +171,15 @@ def test_budget_past_the_context_is_400(client: Any) -> None:
     assert client.post("/v1/chat/completions", json=chat_body(max_tokens=61)).status_code == 200
 
 
-def test_embedding_input_past_the_context_is_400(client: Any) -> None:
-    response = client.post("/v1/embeddings", json={"model": "emb", "input": ["ok", "w " * 17]})
-    assert_error(response, 400, "context_length_exceeded", "input")
+def test_embedding_input_past_the_context_is_cut_or_refused_when_asked(client: Any) -> None:
+    long = "w " * 17  # past the fake model's window of 16
+    cut = client.post("/v1/embeddings", json={"model": "emb", "input": ["ok", long]})
+    assert cut.status_code == 200, cut.text
+    first = " ".join(["w"] * 16)
+    window = client.post("/v1/embeddings", json={"model": "emb", "input": first}).json()["data"][0]["embedding"]
+    assert cut.json()["data"][1]["embedding"] == window  # the input's first window, as sentence-transformers cuts
+    refused = client.post("/v1/embeddings", json={"model": "emb", "input": ["ok", long], "truncate": False})
+    assert_error(refused, 400, "context_length_exceeded", "input")
 
 
 def test_unknown_route_and_method_are_not_500(client: Any) -> None:
