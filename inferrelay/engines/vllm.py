@@ -9,8 +9,9 @@ its own tokenizer (vLLM reads Llama-architecture GGUF files).
 Streaming: AsyncLLM runs on a loop thread of its own (engines/async_bridge.py)
 and hands back each step's new text (RequestOutputKind.DELTA); a caller who
 stops reading aborts the request inside vLLM, so its slot is freed at once.
-The chat template is applied here, with the model's own tokenizer, so the
-prompt vLLM sees is the one the other engines see.
+The chat template is applied and tokenized here, with the model's own
+tokenizer, so vLLM gets the token ids the other engines use (caller text as
+text: engines/prompt_ids.py).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from inferrelay.engines.base import (
 from inferrelay.engines.chat_template import template_errors
 from inferrelay.engines.cuda import cuda_missing, library_missing
 from inferrelay.engines.optional import require
-from inferrelay.errors import ErrorKind, InferrelayError
+from inferrelay.engines.prompt_ids import HFPromptTokenizer, chat_prompt_ids
+from inferrelay.errors import ErrorKind, InferrelayError, bad_request
 
 VLLM = ("vllm", "'inferrelay[vllm]'")
 DEFAULT_MAX_TOKENS = 256
@@ -112,14 +114,23 @@ class VllmDecoder(TextModel):
         self._loop = loop
         self._sampling = sampling
         self._tokenizer = tokenizer
+        self._text = HFPromptTokenizer(tokenizer)
         self.context_length = spec.context_length
 
-    def prompt(self, request: GenerationRequest) -> str:
+    def prompt(self, request: GenerationRequest) -> dict[str, list[int]]:
+        """Token ids, not text: vLLM would parse special-token text in a caller's message (engines/prompt_ids.py).
+        An empty prompt starts from the BOS token, as in the other engines."""
         if request.messages is None:
-            return request.prompt or ""
+            ids = self._text.prompt(request.prompt or "")
+        else:
+            ids = chat_prompt_ids(self._render, request.messages, self._text)
+        if not ids and self._tokenizer.bos_token_id is None:
+            raise bad_request("prompt is empty, and this model has no start-of-text token to begin from", "prompt")
+        return {"prompt_token_ids": ids or [self._tokenizer.bos_token_id]}
+
+    def _render(self, messages: list[dict[str, Any]]) -> str:
         with template_errors():
-            text = self._tokenizer.apply_chat_template(request.messages, add_generation_prompt=True, tokenize=False)
-        return str(text)
+            return str(self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
 
     def stream(self, request: GenerationRequest) -> Iterator[Piece]:
         s = request.sampling
