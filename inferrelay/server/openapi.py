@@ -35,6 +35,8 @@ SSE_EVENT = {
     "required": ["data"],
 }
 """Open API 3.1 has a text/event-stream schema describe each event."""
+CONNECTION_LIMIT = "uvicorn's plain `Service Unavailable` past runtime.connections.max_connections, on any route"
+PLAIN_503 = {"text/plain": {"schema": {"type": "string"}}}
 EXTRA_STATUSES = {
     408: "the request body did not arrive in time (runtime.connections.body_timeout); the connection is closed",
     413: "the request body is larger than the server accepts",
@@ -158,7 +160,10 @@ def _responses(
         responses[str(status)] = {"description": _meaning(status), "content": error_body}
     if path == "/ready":
         responses["503"] = {"description": "not ready: the reasons are listed", "content": success["content"]}
-    return responses
+    busy = responses.get("503")
+    described = f"{busy['description']}; or {CONNECTION_LIMIT}" if busy else CONNECTION_LIMIT
+    responses["503"] = {"description": described, "content": {**(busy or {}).get("content", {}), **PLAIN_503}}
+    return dict(sorted(responses.items()))
 
 
 def _meaning(status: int) -> str:

@@ -98,3 +98,20 @@ def test_normal_requests_and_kept_alive_connections_are_unaffected(server: Any) 
     time.sleep(0.3)
     sock.sendall(body[10:])
     assert read_until_closed(sock).startswith(b"HTTP/1.1 200")
+
+
+def test_past_max_connections_a_request_gets_503_at_once_and_then_is_served(
+    start_server: Any, tmp_path: Path, test_home: Path
+) -> None:
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "model-mappings.yaml").write_text("runtime:\n  connections: {header_timeout: 60s, max_connections: 3}\n")
+    server = start_server(test_home, "--config", str(config))
+    idle = [connect(server) for _ in range(3)]
+    refused = httpx.get(f"{server.url}/health", timeout=HANG)
+    assert refused.status_code == 503
+    assert refused.headers["connection"] == "close"
+    for sock in idle:
+        sock.close()
+    time.sleep(0.5)  # the server sees the closes
+    assert httpx.get(f"{server.url}/health", timeout=HANG).status_code == 200
