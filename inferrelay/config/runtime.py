@@ -83,6 +83,17 @@ class RuntimeSettings(Strict):
         description="slow and idle clients: header, body and keep-alive timeouts, connections at once "
         "(docs/operations.md)",
     )
+    state: str | None = Field(
+        default=None,
+        pattern=r"^rediss?://",
+        description="redis://HOST:PORT/DB: rate limits, cooldowns and health shared by every server naming it "
+        "(or INFERRELAY_REDIS_URL); absent: each process keeps its own (docs/scaling.md)",
+    )
+    state_failure: Literal["open", "closed"] = Field(
+        default="open",
+        description="while Redis does not answer: open, each process on its own state; closed, remote steps "
+        "refused (429) until it answers again",
+    )
 
     @field_validator("memory_budget")
     @classmethod

@@ -1,39 +1,35 @@
-"""rpm and tpm limits per provider, as token buckets that refill continuously."""
+"""rpm and tpm limits per provider, as token buckets that refill continuously, kept where the state lives
+(inferrelay/state/: this process, or Redis shared by several servers)."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 from inferrelay.config.providers import RemoteProvider
-from inferrelay.token_bucket import TokenBucket
+from inferrelay.state.base import Draw, SharedState
 
 
 class RateLimiter:
-    def __init__(self, providers: dict[str, RemoteProvider], clock: Callable[[], float] = time.monotonic) -> None:
-        self._buckets: dict[str, list[tuple[TokenBucket, bool]]] = {}
+    def __init__(self, providers: dict[str, RemoteProvider], state: SharedState) -> None:
+        self._state = state
+        self._limits: dict[str, list[tuple[str, int, bool]]] = {}  # provider -> (bucket, per minute, counts tokens)
         for name, config in providers.items():
             limits = config.rate_limits
             buckets = []
             if limits.rpm:
-                buckets.append((TokenBucket(limits.rpm, clock), False))
+                buckets.append((f"provider:{name}:rpm", limits.rpm, False))
             if limits.tpm:
-                buckets.append((TokenBucket(limits.tpm, clock), True))
-            self._buckets[name] = buckets
+                buckets.append((f"provider:{name}:tpm", limits.tpm, True))
+            self._limits[name] = buckets
 
     def counts_tokens(self, provider: str) -> bool:
-        return any(counts for _, counts in self._buckets.get(provider, []))
+        return any(counts for _, _, counts in self._limits.get(provider, []))
 
-    def admit(self, provider: str, tokens: int) -> float:
+    async def admit(self, provider: str, tokens: int) -> float:
         """Take one request and `tokens` from the provider's buckets, or say how long to wait (taking nothing)."""
-        buckets = self._buckets.get(provider, [])
-        waits = [bucket.wait_for(tokens if counts_tokens else 1) for bucket, counts_tokens in buckets]
-        wait = max(waits, default=0.0)
-        if wait > 0:
-            return wait
-        for bucket, counts_tokens in buckets:
-            bucket.take(tokens if counts_tokens else 1)
-        return 0.0
+        buckets = self._limits.get(provider, [])
+        if not buckets:
+            return 0.0
+        draws = [Draw(bucket, per_minute, tokens if counts else 1) for bucket, per_minute, counts in buckets]
+        return await self._state.take(draws)
 
 
 def estimate_tokens(body: dict[str, object]) -> int:

@@ -27,6 +27,8 @@ from inferrelay.routing.resolve import Step
 from inferrelay.routing.stats import DeploymentBook
 from inferrelay.runtime.catalog import ModelCatalog
 from inferrelay.runtime.slots import OVERLOADED_RETRY_AFTER_S
+from inferrelay.state.base import SharedState, StateUnavailable
+from inferrelay.state.local import LocalState
 
 T = TypeVar("T")
 
@@ -54,6 +56,7 @@ class StepRouter:
         book: DeploymentBook | None = None,
         clock: Callable[[], float] | None = None,
         catalog: ModelCatalog | None = None,
+        state: SharedState | None = None,
     ) -> None:
         self._settings = settings
         self._catalog = catalog or ModelCatalog(settings.models)
@@ -61,7 +64,8 @@ class StepRouter:
         self.book = book or DeploymentBook()
         remote = {name: c for name, c in settings.providers.items() if isinstance(c, RemoteProvider)}
         self.clients = {name: RemoteClient(name, config) for name, config in remote.items()}
-        self.limits = RateLimiter(remote, clock or time.monotonic)
+        self.state = state or LocalState(clock or time.monotonic)  # in process, or shared in Redis
+        self.limits = RateLimiter(remote, self.state)
 
     async def serve(
         self,
@@ -91,7 +95,7 @@ class StepRouter:
         attempts: list[Attempt] = []
         skipped: list[Step] = []
         for step in steps:
-            skip = self._refused(step, needs) or self._skip_reason(step) or self._over_limit(step, estimate)
+            skip = self._refused(step, needs) or await self._passed_over(step, estimate)
             if skip is not None:
                 outcome: Served[T] | InferrelayError = skip
                 attempts.append(Attempt.of(step.provider, skip))
@@ -115,28 +119,38 @@ class StepRouter:
             return None
         return needs.remote_gap(step.provider, self.clients[step.provider].config.refuse_fields)
 
-    def _skip_reason(self, step: Step) -> InferrelayError | None:
-        """Why a remote step is passed over now: it failed its health check, it has `max_in_flight` requests
-        already (before the circuit is asked, so a skip spends no probe), or its circuit is open."""
+    async def _passed_over(self, step: Step, estimate: Callable[[], int]) -> InferrelayError | None:
+        """Why a remote step is skipped now (below), or past its rate limits; a shared state that does not answer
+        with state_failure closed refuses it as rate limited (docs/scaling.md)."""
+        try:
+            return await self._skip_reason(step) or await self._over_limit(step, estimate)
+        except StateUnavailable as down:
+            return InferrelayError(ErrorKind.RATE_LIMITED, str(down), retry_after=down.retry_after)
+
+    async def _skip_reason(self, step: Step) -> InferrelayError | None:
+        """Why a remote step is passed over now: it failed its last health check (here or, with shared state,
+        anywhere), it has `max_in_flight` requests already (before the circuit is asked, so a skip spends no
+        probe), or its circuit is open (here, or opened by another server sharing the state)."""
         if step.provider == LOCAL:
             return None
         stats = self.book[step.provider]
-        if not stats.healthy:
+        shared = await self.state.view(step.provider)
+        if not (stats.healthy if shared.healthy is None else shared.healthy):
             message = f"provider {step.provider!r} failed its last health check"
             return InferrelayError(ErrorKind.ENGINE_UNAVAILABLE, message)
         limit = self.clients[step.provider].config.max_in_flight
         if limit is not None and stats.in_flight >= limit:
             message = f"provider {step.provider!r} has {stats.in_flight} requests in flight (max_in_flight {limit})"
             return InferrelayError(ErrorKind.OVERLOADED, message, retry_after=OVERLOADED_RETRY_AFTER_S)
-        if not self.cooldowns.admit(step.provider):
+        if shared.cooldown_left > 0 or not self.cooldowns.admit(step.provider):
             return InferrelayError(ErrorKind.COOLING_DOWN, f"provider {step.provider!r} is cooling down")
         return None
 
-    def _over_limit(self, step: Step, estimate: Callable[[], int]) -> InferrelayError | None:
+    async def _over_limit(self, step: Step, estimate: Callable[[], int]) -> InferrelayError | None:
         if step.provider == LOCAL:
             return None
         tokens = estimate() if self.limits.counts_tokens(step.provider) else 0
-        wait = self.limits.admit(step.provider, tokens)
+        wait = await self.limits.admit(step.provider, tokens)
         if wait == 0:
             return None
         message = f"provider {step.provider!r} is at its rpm/tpm limit for {wait:.1f}s more"
@@ -145,6 +159,8 @@ class StepRouter:
     async def check_health(self, name: str) -> bool:
         stats = self.book[name]
         stats.healthy, stats.health_checked_at = await self.clients[name].health(), utcnow()
+        interval = self.clients[name].config.health_interval_s
+        await self.state.set_healthy(name, stats.healthy, ttl_s=max(3 * interval, 10.0))  # one missed check is ok
         return stats.healthy
 
     async def watch_health(self) -> None:
@@ -162,18 +178,24 @@ class StepRouter:
         ]
         await asyncio.gather(*watchers)
 
-    def status(self) -> list[dict[str, object]]:
-        """GET /api/v1/providers: each remote provider's health, cooldown, in-flight count, latency, last error."""
-        return [
-            {
-                "name": name,
-                "type": client.config.type,
-                "base_url": client.config.base_url,
-                **self.book[name].as_dict(),
-                "cooldown": self.cooldowns.status(name),
-            }
-            for name, client in self.clients.items()
-        ]
+    async def status(self) -> list[dict[str, object]]:
+        """GET /api/v1/providers: each remote provider's health, cooldown, in-flight count, latency, last error;
+        health and cooldown as every server sharing the state sees them."""
+        rows = []
+        for name, client in self.clients.items():
+            row: dict[str, object] = {"name": name, "type": client.config.type, "base_url": client.config.base_url}
+            row |= self.book[name].as_dict()
+            cooldown = self.cooldowns.status(name)
+            try:
+                shared = await self.state.view(name)
+            except StateUnavailable:
+                shared = None
+            if shared is not None and shared.healthy is not None:
+                row["healthy"] = shared.healthy
+            if shared is not None and shared.cooldown_left > 0 and not self.cooldowns.cooling(name):
+                cooldown |= {"state": "open", "cooldown_remaining_s": round(shared.cooldown_left, 3)}
+            rows.append(row | {"cooldown": cooldown})
+        return rows
 
     async def _try(
         self, step: Step, local: LocalAction[T], remote: RemoteAction[T], attempts: list[Attempt]
@@ -223,6 +245,8 @@ class StepRouter:
                     self.cooldowns.succeeded(step.provider)
                     raise error from exc
                 self.cooldowns.failed(step.provider, error.kind, config.cooldown_s)
+                if self.cooldowns.cooling(step.provider):  # every server sharing the state skips it too
+                    await self.state.cool(step.provider, config.cooldown_s)
                 last_try = attempt == config.max_retries or self.cooldowns.cooling(step.provider)
                 if error.kind not in RETRIED_KINDS or last_try:
                     raise error from exc
@@ -241,3 +265,4 @@ class StepRouter:
     async def aclose(self) -> None:
         for client in self.clients.values():
             await client.aclose()
+        await self.state.aclose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -40,6 +41,7 @@ from inferrelay.server.openapi import install_openapi
 from inferrelay.server.relay import Relay
 from inferrelay.server.runtime_routes import router as runtime_router
 from inferrelay.server.slow_clients import BodyDeadline
+from inferrelay.state.choose import open_state
 
 
 def create_app(settings: Settings, registry: EngineRegistry | None = None) -> FastAPI:
@@ -51,9 +53,10 @@ def create_app(settings: Settings, registry: EngineRegistry | None = None) -> Fa
     pool = ModelPool(settings.home, settings.load_retry_after_s, settings.runtime)
     chain = FallbackChain(settings, registry, pool)
     book = DeploymentBook()
-    step_router = StepRouter(settings, book=book, catalog=catalog)
-    resolver = Resolver(settings, book, catalog=catalog)
     runtime = settings.runtime
+    state = open_state(runtime.state, runtime.state_failure, os.environ)  # in process, or Redis (docs/scaling.md)
+    step_router = StepRouter(settings, book=book, catalog=catalog, state=state)
+    resolver = Resolver(settings, book, catalog=catalog)
     request_log = RequestLog(settings.home, runtime.request_log_retention) if runtime.request_log else None
     metrics = Metrics() if runtime.metrics else None
     observer = Observer(metrics, request_log)

@@ -48,8 +48,9 @@ async def engines(request: Request, refresh: bool = False) -> dict[str, Any]:
 
 @router.get("/api/v1/providers")
 async def providers(request: Request) -> dict[str, Any]:
-    """Each remote provider: health, cooldown, in-flight count, latency, last error."""
-    return {"providers": relay_of(request).router.status()}
+    """Each remote provider: health, cooldown, in-flight count, latency, last error; where the state lives."""
+    router = relay_of(request).router
+    return {"providers": await router.status(), "state": router.state.status()}
 
 
 @router.get("/api/v1/engines/{name}")

@@ -16,6 +16,7 @@ from inferrelay.routing.ratelimit import RateLimiter, estimate_tokens
 from inferrelay.routing.resolve import Step
 from inferrelay.routing.router import StepRouter
 from inferrelay.server.errors import error_response
+from inferrelay.state.local import LocalState
 from inferrelay.token_bucket import TokenBucket
 
 
@@ -46,12 +47,12 @@ def test_bucket_refills_continuously() -> None:
 
 def test_rpm_and_tpm_both_hold_and_a_refusal_takes_nothing() -> None:
     clock = Clock()
-    limits = RateLimiter({"up": provider(rpm=10, tpm=100)}, clock)
-    assert limits.admit("up", 60) == 0
-    wait = limits.admit("up", 60)  # 40 tokens left: refused, and the request is not counted
+    limits = RateLimiter({"up": provider(rpm=10, tpm=100)}, LocalState(clock))
+    assert asyncio.run(limits.admit("up", 60)) == 0
+    wait = asyncio.run(limits.admit("up", 60))  # 40 tokens left: refused, and the request is not counted
     assert wait == pytest.approx(20 / (100 / 60))
-    assert limits.admit("up", 40) == 0
-    assert limits.admit("elsewhere", 10**6) == 0, "no limits configured: no limit"
+    assert asyncio.run(limits.admit("up", 40)) == 0
+    assert asyncio.run(limits.admit("elsewhere", 10**6)) == 0, "no limits configured: no limit"
 
 
 def test_estimate_counts_text_and_answer_budget() -> None:

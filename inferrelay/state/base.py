@@ -1,0 +1,56 @@
+"""The routing state several servers may share: rate-limit buckets, cooldowns, health (docs/scaling.md).
+
+One contract, two implementations: in process (state/local.py) and in Redis (state/redis_store.py), the latter behind
+the failure policy of state/failover.py. The router holds a `SharedState` and never asks which one it has.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Draw:
+    """`amount` taken from the per-minute bucket `bucket` (a minute's allowance `per_minute`)."""
+
+    bucket: str
+    per_minute: int
+    amount: float
+
+
+@dataclass(frozen=True)
+class ProviderView:
+    """What every server knows of a provider: its last health result (None: never checked) and cooldown left."""
+
+    healthy: bool | None = None
+    cooldown_left: float = 0.0
+
+
+class StoreDown(Exception):
+    """The shared store did not answer (refused, timed out, gone)."""
+
+
+class StateUnavailable(Exception):
+    """The shared store cannot answer and the policy is to fail closed: the caller gets a 429."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class SharedState(Protocol):
+    async def take(self, draws: list[Draw]) -> float:
+        """Take every draw at once, or none and say how many seconds until all fit (0: taken)."""
+
+    async def view(self, provider: str) -> ProviderView: ...
+
+    async def cool(self, provider: str, seconds: float) -> None:
+        """Open the provider's cooldown for `seconds` for every server (extends it, never shortens it)."""
+
+    async def set_healthy(self, provider: str, healthy: bool, ttl_s: float) -> None: ...
+
+    def status(self) -> dict[str, object]:
+        """GET /api/v1/providers' `state`: where the state lives and whether it answers."""
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,104 @@
+"""The routing state in Redis, shared by every inferrelay server that names the same `state: redis://...`.
+
+Each operation is one round trip: a token-bucket draw is one Lua script (atomic across servers, timed by Redis's
+own clock), a provider's view one pipeline. Any failure is raised as `StoreDown`; state/failover.py decides.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from inferrelay.state.base import Draw, ProviderView, StoreDown
+
+PREFIX = "inferrelay:"
+TIMEOUT_S = 0.25
+"""A Redis that does not answer in this long counts as down: a request never waits on it for longer."""
+
+TAKE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local wait, tokens = 0, {}
+for i, key in ipairs(KEYS) do
+  local cap = tonumber(ARGV[2 * i - 1])
+  local amount = math.min(tonumber(ARGV[2 * i]), cap)
+  local rate = cap / 60
+  local held = redis.call('HMGET', key, 'tokens', 'at')
+  local have = tonumber(held[1]) or cap
+  local at = tonumber(held[2]) or now
+  have = math.min(cap, have + math.max(0, now - at) * rate)
+  tokens[i] = have
+  if have < amount then wait = math.max(wait, (amount - have) / rate) end
+end
+if wait > 0 then return tostring(wait) end
+for i, key in ipairs(KEYS) do
+  local cap = tonumber(ARGV[2 * i - 1])
+  local amount = math.min(tonumber(ARGV[2 * i]), cap)
+  redis.call('HSET', key, 'tokens', tostring(tokens[i] - amount), 'at', tostring(now))
+  redis.call('EXPIRE', key, 120)
+end
+return '0'
+"""
+"""Token buckets as in inferrelay/token_bucket.py: take from every bucket, or from none and return the wait."""
+
+
+class RedisState:
+    def __init__(self, url: str) -> None:
+        try:
+            import redis.asyncio as aioredis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+        except ImportError as exc:
+            raise RuntimeError(f"state: {url} needs redis-py: pip install 'inferrelay[redis]'") from exc
+        self._url = url
+        self._redis = aioredis.from_url(
+            url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S, retry=Retry(NoBackoff(), 0)
+        )
+        self._take = self._redis.register_script(TAKE)
+
+    async def take(self, draws: list[Draw]) -> float:
+        if not draws:
+            return 0.0
+        keys = [f"{PREFIX}bucket:{draw.bucket}" for draw in draws]
+        args = [value for draw in draws for value in (draw.per_minute, draw.amount)]
+        return float(await self._run(self._take(keys=keys, args=args)))
+
+    async def view(self, provider: str) -> ProviderView:
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.get(f"{PREFIX}health:{provider}")
+        pipe.pttl(f"{PREFIX}cool:{provider}")
+        health, cool_ms = await self._run(pipe.execute())
+        healthy = None if health is None else health == b"1"
+        return ProviderView(healthy, max(0, cool_ms) / 1000)
+
+    async def cool(self, provider: str, seconds: float) -> None:
+        key, ms = f"{PREFIX}cool:{provider}", max(1, int(seconds * 1000))
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.set(key, b"1", px=ms, nx=True)
+        pipe.pexpire(key, ms, gt=True)  # extends an open cooldown, never shortens it (Redis 7)
+        await self._run(pipe.execute())
+
+    async def set_healthy(self, provider: str, healthy: bool, ttl_s: float) -> None:
+        value = b"1" if healthy else b"0"
+        await self._run(self._redis.set(f"{PREFIX}health:{provider}", value, px=max(1, int(ttl_s * 1000))))
+
+    def status(self) -> dict[str, object]:
+        return {"backend": "redis", "shared": True, "url": redacted(self._url)}
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
+
+    async def _run(self, call: Any) -> Any:
+        from redis.exceptions import RedisError
+
+        try:
+            return await call
+        except (RedisError, OSError) as exc:
+            raise StoreDown(f"{type(exc).__name__}: {exc}") from exc
+
+
+def redacted(url: str) -> str:
+    """The URL without its password."""
+    scheme, _, rest = url.partition("://")
+    if "@" not in rest:
+        return url
+    return f"{scheme}://***@{rest.rpartition('@')[2]}"

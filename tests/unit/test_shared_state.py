@@ -1,0 +1,115 @@
+"""The shared state's contract, kept alike in process and in a real Redis; and the policy when Redis is gone."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import pytest
+
+from inferrelay.state.base import Draw, SharedState, StateUnavailable
+from inferrelay.state.failover import FailoverState
+from inferrelay.state.local import LocalState
+from inferrelay.state.redis_store import RedisState, redacted
+from tests.redis_server import RedisServer, redis_server  # noqa: F401 - the fixture
+
+T = TypeVar("T")
+
+
+def run(make: Callable[[], SharedState], check: Callable[[SharedState], Awaitable[T]]) -> T:
+    async def go() -> T:
+        state = make()
+        try:
+            return await check(state)
+        finally:
+            await state.aclose()
+
+    return asyncio.run(go())
+
+
+async def buckets_take_all_or_nothing(state: SharedState) -> None:
+    rpm, tpm = Draw("up:rpm", 10, 1), Draw("up:tpm", 100, 60)
+    assert await state.take([rpm, tpm]) == 0
+    wait = await state.take([rpm, tpm])  # 40 tokens left: refused, and the request is not counted
+    assert wait == pytest.approx(20 / (100 / 60), rel=0.05)
+    assert await state.take([rpm, Draw("up:tpm", 100, 40)]) == 0
+    for _ in range(8):
+        assert await state.take([rpm]) == 0
+    assert await state.take([rpm]) > 5, "the 11th request of rpm 10 waits about 6 s"
+
+
+async def cooldown_and_health(state: SharedState) -> None:
+    assert (await state.view("up")).cooldown_left == 0
+    assert (await state.view("up")).healthy is None, "never checked: no opinion"
+    await state.cool("up", 30)
+    await state.cool("up", 5)  # a shorter cooldown never shortens an open one
+    assert 25 < (await state.view("up")).cooldown_left <= 30
+    await state.set_healthy("up", False, ttl_s=30)
+    assert (await state.view("up")).healthy is False
+    assert (await state.view("other")).cooldown_left == 0
+
+
+@pytest.mark.parametrize("check", [buckets_take_all_or_nothing, cooldown_and_health])
+def test_in_process(check: Callable[[SharedState], Awaitable[None]]) -> None:
+    run(LocalState, check)
+
+
+@pytest.mark.parametrize("check", [buckets_take_all_or_nothing, cooldown_and_health])
+def test_in_redis(check: Callable[[SharedState], Awaitable[None]], redis_server: RedisServer) -> None:  # noqa: F811
+    run(lambda: RedisState(redis_server.url), check)
+
+
+def test_two_clients_of_one_redis_share_a_bucket(redis_server: RedisServer) -> None:  # noqa: F811
+    async def go() -> list[float]:
+        first, second = RedisState(redis_server.url), RedisState(redis_server.url)
+        draws = [Draw("shared:rpm", 10, 1)]
+        waits = await asyncio.gather(*(s.take(draws) for _ in range(15) for s in (first, second)))
+        await first.aclose()
+        await second.aclose()
+        return list(waits)
+
+    waits = asyncio.run(go())
+    assert sum(1 for wait in waits if wait == 0) == 10, "30 draws on rpm 10 from two clients: exactly 10 taken"
+
+
+def test_redis_gone_fails_open_then_shares_again(redis_server: RedisServer) -> None:  # noqa: F811
+    clock = [0.0]
+
+    async def go() -> None:
+        state = FailoverState(RedisState(redis_server.url), "open", clock=lambda: clock[0])
+        await state.cool("up", 60)
+        redis_server.kill()
+        assert (await state.view("up")).cooldown_left > 0, "open: this process's own record of the cooldown"
+        assert await state.take([Draw("up:rpm", 10, 1)]) == 0, "open: this process's own bucket"
+        assert state.status()["reachable"] is False
+        assert state.failures == 1, "asked once, then left alone for a second"
+        redis_server.start()  # empty: nothing survived
+        assert (await state.view("up")).cooldown_left > 0, "still within the second: not asked again"
+        clock[0] += 1.5
+        assert (await state.view("up")).cooldown_left == 0, "Redis answers again, and its (empty) state counts"
+        assert state.status()["reachable"] is True
+        await state.aclose()
+
+    asyncio.run(go())
+
+
+def test_redis_gone_fails_closed_with_a_429_reason(redis_server: RedisServer) -> None:  # noqa: F811
+    async def go() -> None:
+        state = FailoverState(RedisState(redis_server.url), "closed")
+        redis_server.kill()
+        with pytest.raises(StateUnavailable) as refused:
+            await state.take([Draw("up:rpm", 10, 1)])
+        assert refused.value.retry_after > 0
+        with pytest.raises(StateUnavailable):
+            await state.view("up")
+        await state.cool("up", 5)  # writes are dropped, never raised
+        assert state.status()["failures"] == 1
+        await state.aclose()
+
+    asyncio.run(go())
+
+
+def test_the_password_is_never_shown() -> None:
+    assert redacted("redis://user:secret@cache:6379/2") == "redis://***@cache:6379/2"
+    assert redacted("redis://cache:6379/0") == "redis://cache:6379/0"
