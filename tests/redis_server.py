@@ -50,8 +50,8 @@ class RedisServer:
             self.process.wait(timeout=10)
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+def running_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A fixture's body: a test module takes it as `redis_server = pytest.fixture(running_redis)`."""
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not on PATH (Debian: apt-get install redis-server)")
     folder = tmp_path / "redis"

@@ -12,9 +12,10 @@ from inferrelay.state.base import Draw, SharedState, StateUnavailable
 from inferrelay.state.failover import FailoverState
 from inferrelay.state.local import LocalState
 from inferrelay.state.redis_store import RedisState, redacted
-from tests.redis_server import RedisServer, redis_server  # noqa: F401 - the fixture
+from tests.redis_server import RedisServer, running_redis
 
 T = TypeVar("T")
+redis_server = pytest.fixture(running_redis)
 
 
 def run(make: Callable[[], SharedState], check: Callable[[SharedState], Awaitable[T]]) -> T:
@@ -56,11 +57,11 @@ def test_in_process(check: Callable[[SharedState], Awaitable[None]]) -> None:
 
 
 @pytest.mark.parametrize("check", [buckets_take_all_or_nothing, cooldown_and_health])
-def test_in_redis(check: Callable[[SharedState], Awaitable[None]], redis_server: RedisServer) -> None:  # noqa: F811
+def test_in_redis(check: Callable[[SharedState], Awaitable[None]], redis_server: RedisServer) -> None:
     run(lambda: RedisState(redis_server.url), check)
 
 
-def test_two_clients_of_one_redis_share_a_bucket(redis_server: RedisServer) -> None:  # noqa: F811
+def test_two_clients_of_one_redis_share_a_bucket(redis_server: RedisServer) -> None:
     async def go() -> list[float]:
         first, second = RedisState(redis_server.url), RedisState(redis_server.url)
         draws = [Draw("shared:rpm", 10, 1)]
@@ -73,7 +74,7 @@ def test_two_clients_of_one_redis_share_a_bucket(redis_server: RedisServer) -> N
     assert sum(1 for wait in waits if wait == 0) == 10, "30 draws on rpm 10 from two clients: exactly 10 taken"
 
 
-def test_redis_gone_fails_open_then_shares_again(redis_server: RedisServer) -> None:  # noqa: F811
+def test_redis_gone_fails_open_then_shares_again(redis_server: RedisServer) -> None:
     clock = [0.0]
 
     async def go() -> None:
@@ -94,7 +95,7 @@ def test_redis_gone_fails_open_then_shares_again(redis_server: RedisServer) -> N
     asyncio.run(go())
 
 
-def test_redis_gone_fails_closed_with_a_429_reason(redis_server: RedisServer) -> None:  # noqa: F811
+def test_redis_gone_fails_closed_with_a_429_reason(redis_server: RedisServer) -> None:
     async def go() -> None:
         state = FailoverState(RedisState(redis_server.url), "closed")
         redis_server.kill()

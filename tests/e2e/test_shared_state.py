@@ -1,0 +1,179 @@
+"""Several inferrelay servers sharing one Redis (docs/scaling.md): one rate limit, one cooldown, no 5xx when
+Redis goes, shared again when it returns. Real processes all through: redis-server, minimal upstreams, servers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import REPO, free_port
+from tests.redis_server import RedisServer, running_redis
+
+pytestmark = pytest.mark.slow
+redis_server = pytest.fixture(running_redis)
+
+BOUND_S = 60
+RETRY_S = 1.1  # past state/failover.py's RETRY_S: a down Redis is asked again
+
+
+class Upstream:
+    """bench/minimal_upstream.py, an OpenAI-compatible server with a fixed answer."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        command = [sys.executable, str(REPO / "bench" / "minimal_upstream.py"), str(self.port)]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(200):
+            try:
+                httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1)
+                return
+            except httpx.HTTPError:
+                self.process.poll()
+                assert self.process.returncode is None, "minimal upstream exited at start"
+                subprocess.run(["sleep", "0.05"], check=True)
+        raise AssertionError("minimal upstream did not start")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def upstreams() -> Iterator[Callable[[], Upstream]]:
+    started: list[Upstream] = []
+
+    def start() -> Upstream:
+        started.append(Upstream())
+        return started[-1]
+
+    yield start
+    for upstream in started:
+        upstream.stop()
+
+
+def config(folder: Path, redis_url: str, first: Upstream, spare: Upstream, on_failure: str = "open") -> Path:
+    """`bench` walks provider `first` (rpm 10, three failures open its circuit for a minute), then `spare`."""
+    folder.mkdir()
+    providers = "providers:\n"
+    for name, upstream, extra in ((("first", first, "    rate_limits: {rpm: 10}\n    cooldown_s: 60\n")),
+                                  ("spare", spare, "")):  # fmt: skip
+        providers += (
+            f"  {name}:\n    type: openai_compatible\n    base_url: http://127.0.0.1:{upstream.port}/v1\n"
+            f"    health_interval_s: 0\n    max_retries: 0\n{extra}"
+        )
+    (folder / "providers.yaml").write_text(providers)
+    (folder / "model-mappings.yaml").write_text(
+        "exact_matches:\n  bench: {chain: first-then-spare}\n"
+        "fallback_chains:\n  first-then-spare:\n    - {provider: first, model: bench}\n"
+        "    - {provider: spare, model: bench}\n"
+        f"runtime:\n  state: {redis_url}\n  state_failure: {on_failure}\n  request_log: false\n"
+    )
+    return folder
+
+
+def chat(url: str) -> httpx.Response:
+    body = {"model": "bench", "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
+    return httpx.post(f"{url}/v1/chat/completions", json=body, timeout=BOUND_S)
+
+
+def spread(urls: list[str], count: int) -> list[httpx.Response]:
+    """`count` requests, eight at a time, taking turns across `urls`."""
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(chat, [urls[i % len(urls)] for i in range(count)], timeout=BOUND_S))
+
+
+def provider(url: str, name: str) -> dict[str, Any]:
+    body = httpx.get(f"{url}/api/v1/providers", timeout=BOUND_S).json()
+    return next(p for p in body["providers"] if p["name"] == name)
+
+
+def state(url: str) -> dict[str, Any]:
+    status: dict[str, Any] = httpx.get(f"{url}/api/v1/providers", timeout=BOUND_S).json()["state"]
+    return status
+
+
+def served_by(responses: list[httpx.Response], backend: str) -> int:
+    return sum(1 for r in responses if r.headers.get("x-inferrelay-backend") == backend)
+
+
+def test_two_servers_share_one_rate_limit(
+    start_server: Any, tmp_path: Path, redis_server: RedisServer, upstreams: Callable[[], Upstream]
+) -> None:
+    folder = config(tmp_path / "config", redis_server.url, upstreams(), upstreams())
+    servers = [start_server(tmp_path / f"home-{i}", "--config", str(folder)) for i in range(2)]
+    expected = {"backend": "redis", "shared": True, "url": redis_server.url, "reachable": True, "on_failure": "open"}
+    assert state(servers[0].url) == {**expected, "failures": 0, "fallbacks": 0}
+    responses = spread([s.url for s in servers], 30)
+    assert [r.status_code for r in responses] == [200] * 30
+    assert served_by(responses, "first") == 10, "rpm 10 across both servers: exactly 10 reach the provider"
+    assert served_by(responses, "spare") == 20
+    admitted = sum(provider(s.url, "first")["requests"] for s in servers)
+    assert admitted == 10, "the provider's own counts agree: 10 requests sent in all"
+
+
+def test_a_provider_failing_at_one_server_cools_down_at_the_other(
+    start_server: Any, tmp_path: Path, redis_server: RedisServer, upstreams: Callable[[], Upstream]
+) -> None:
+    first = upstreams()
+    folder = config(tmp_path / "config", redis_server.url, first, upstreams())
+    seer, other = (start_server(tmp_path / f"home-{i}", "--config", str(folder)) for i in range(2))
+    assert chat(seer.url).headers["x-inferrelay-backend"] == "first"
+    first.stop()  # the provider dies
+    for _ in range(3):  # three failures open its circuit
+        response = chat(seer.url)
+        assert response.status_code == 200
+        assert response.headers["x-inferrelay-backend"] == "spare"
+    assert provider(seer.url, "first")["cooldown"]["state"] == "open"
+    # Read after the seer's answer, which came after its write to Redis: no waiting, no race.
+    seen = provider(other.url, "first")
+    assert seen["cooldown"]["state"] == "open", seen
+    assert 50 < seen["cooldown"]["cooldown_remaining_s"] <= 60
+    response = chat(other.url)
+    assert response.status_code == 200
+    assert response.headers["x-inferrelay-backend"] == "spare"
+    assert response.headers["x-inferrelay-attempts"] == "first=cooling_down"
+    assert provider(other.url, "first")["requests"] == 0, "the other server never sent it a request"
+
+
+def test_redis_killed_mid_run_no_5xx_and_shared_again_after(
+    start_server: Any, tmp_path: Path, redis_server: RedisServer, upstreams: Callable[[], Upstream]
+) -> None:
+    first, spare = upstreams(), upstreams()
+    servers = [
+        start_server(
+            tmp_path / f"home-{i}", "--config", str(config(tmp_path / f"open-{i}", redis_server.url, first, spare))
+        )
+        for i in range(2)
+    ]
+    closed_config = config(tmp_path / "closed", redis_server.url, first, spare, on_failure="closed")
+    closed = start_server(tmp_path / "home-closed", "--config", str(closed_config))
+    urls = [s.url for s in servers]
+    assert [r.status_code for r in spread([*urls, closed.url], 6)] == [200] * 6
+
+    redis_server.kill()
+    during = spread(urls, 20)
+    assert [r.status_code for r in during] == [200] * 20, "fail open: each server on its own state, no 5xx"
+    refused = spread([closed.url], 5)
+    assert [r.status_code for r in refused] == [429] * 5, "fail closed: 429, never a 5xx"
+    assert all(float(r.headers["retry-after"]) > 0 for r in refused)
+    assert "does not answer" in refused[0].json()["error"]["message"]
+    for url in (*urls, closed.url):
+        down = state(url)
+        assert down["reachable"] is False
+        assert down["failures"] >= 1
+
+    redis_server.start()  # a fresh, empty Redis on the same port
+    subprocess.run(["sleep", str(RETRY_S)], check=True)
+    after = spread(urls, 30)
+    assert [r.status_code for r in after] == [200] * 30
+    assert served_by(after, "first") == 10, "shared again: one rpm 10 across both servers"
+    assert all(state(url)["reachable"] for url in urls)
+    assert chat(closed.url).status_code == 200, "the closed server serves again"
