@@ -5,7 +5,8 @@ out on a plain request) stops its generation: the model (parallel 1, so
 anything behind it would wait) serves a short request at once, and the
 cancellation is counted. A request past its model's request_timeout gets kind
 `timeout` and frees the model. A short embeddings request sent while a
-2,048-input one runs is answered between the long one's batches.
+2,048-input one runs is answered between the long one's batches, and the long
+one stops at a batch when its caller goes.
 
 Bounds compare with references measured here (the long generation run to its
 end once); they are generous (half of it), and only detect a model kept busy.
@@ -94,6 +95,14 @@ def running(url: str, model: str) -> int:
     return int(queue["running"] + queue["waiting"])
 
 
+def idle(url: str, model: str) -> bool:
+    """Nothing running or waiting, twice 0.2s apart (not the instant between two batches of one request)."""
+    if running(url, model):
+        return False
+    time.sleep(0.2)
+    return running(url, model) == 0
+
+
 def until(check: Callable[[], bool], what: str, within: float) -> None:
     deadline = time.monotonic() + within
     while not check():
@@ -180,7 +189,9 @@ def test_a_stream_past_its_deadline_ends_with_a_timeout_event(server: ServerProc
     until(lambda: running(url, TIGHT) == 0, "the model free after its deadline", long_s / 2)
 
 
-def test_a_short_embeddings_request_is_answered_between_the_batches_of_a_long_one(server: ServerProcess) -> None:
+def test_a_short_embeddings_request_is_answered_between_the_batches_of_a_long_one_which_stops_when_its_caller_goes(
+    server: ServerProcess,
+) -> None:
     url = server.url
 
     def embed(inputs: list[str]) -> httpx.Response:
@@ -209,3 +220,9 @@ def test_a_short_embeddings_request_is_answered_between_the_batches_of_a_long_on
     assert long_answer[0].status_code == 200
     assert len(long_answer[0].json()["data"]) == 2048
     assert short_s < long_s / 2, f"the short request took {short_s:.1f}s of the long one's {long_s:.1f}s"
+
+    before = cancelled_total(url, EMBED)  # the same long request, its caller gone after 1s: it stops at a batch
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{url}/v1/embeddings", json={"model": EMBED, "input": inputs}, timeout=1.0)
+    until(lambda: cancelled_total(url, EMBED) == before + 1, "the abandoned embeddings counted", BOUND_S)
+    until(lambda: idle(url, EMBED), "the embedding model free", long_s / 2)
