@@ -147,3 +147,35 @@ def test_lone_surrogates_are_a_400_naming_the_field(
     assert "\\ud" in text or "\\udc" in text
     assert_refused(post_raw(server, path, text), 400, "invalid_unicode", param)
     assert_still_serving(patient)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+MEMORY_BOUND_MB = 150
+"""What the server's process may keep after the hostile requests below: before the door, one 50 MB message left
+it 594 MB larger, and 2,048 long embeddings inputs 443 MB; a refused request should keep next to nothing."""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the server's memory from /proc")
+def test_the_server_keeps_no_memory_from_hostile_requests(server: Any, client: openai.OpenAI) -> None:
+    before = rss_mb(server.process.pid)
+    big = json.dumps({"model": CHAT, "messages": [{"role": "user", "content": "a" * (50 * 2**20)}]})
+    many = json.dumps({"model": CHAT, "messages": [{"role": "user", "content": "hi"}] * 100_000})
+    stops = json.dumps({"model": CHAT, "messages": FRANCE, "stop": ["x" * 2**20] * 4})
+    long_inputs = json.dumps({"model": EMBED, "input": ["word " * 200] * 4096})
+    surrogate = '{"model": "%s", "prompt": "bad \\ud800 text"}' % CHAT  # noqa: UP031 - the escape must stay as written
+    for _ in range(3):
+        for path, body in (
+            ("/v1/chat/completions", big), ("/v1/chat/completions", many), ("/v1/chat/completions", stops),
+            ("/v1/embeddings", long_inputs), ("/v1/completions", surrogate),
+        ):  # fmt: skip
+            response = post_raw(server, path, body)
+            assert 400 <= response.status_code < 500, (path, response.status_code)
+    after = rss_mb(server.process.pid)
+    assert after - before < MEMORY_BOUND_MB, f"the server grew from {before:.0f} MB to {after:.0f} MB"
+    assert_still_serving(client)
