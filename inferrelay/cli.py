@@ -47,6 +47,8 @@ def serve(
     insecure_no_auth: Annotated[
         bool, typer.Option("--insecure-no-auth", help="Serve a non-loopback address with no API key (anyone may call).")
     ] = False,
+    workers: Annotated[int, typer.Option(min=1, help="Server processes on the one port (docs/scaling.md).")] = 1,
+    fd: Annotated[Optional[int], typer.Option(hidden=True, help="A listening socket from --workers.")] = None,  # noqa: UP045
 ) -> None:
     """Serve the OpenAI-compatible API and the management API."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -66,8 +68,17 @@ def serve(
             err=True,
         )
         raise typer.Exit(2)
+    if workers > 1:
+        from inferrelay.server.workers import run_workers
+
+        passed = ["--host", host, "--log-level", log_level, *(["--config", str(config)] if config else [])]
+        passed += ["--insecure-no-auth"] if insecure_no_auth else []
+        raise typer.Exit(run_workers(workers, host, port, passed))
     options = uvicorn_options(settings.runtime.connections)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, **options)
+    drain = settings.runtime.drain_timeout
+    options["timeout_graceful_shutdown"] = drain if drain > 0 else None  # then running requests are cut
+    place = {"fd": fd} if fd is not None else {"host": host, "port": port}
+    uvicorn.run(create_app(settings), log_level=log_level, **place, **options)
 
 
 def is_loopback(host: str) -> bool:

@@ -94,6 +94,14 @@ class RuntimeSettings(Strict):
         description="while Redis does not answer: open, each process on its own state; closed, remote steps "
         "refused (429) until it answers again",
     )
+    drain_grace: Duration = Field(
+        default=0.0,
+        description="after SIGTERM, how long /ready says 503 while new requests are still taken, so a load "
+        "balancer stops sending first",
+    )
+    drain_timeout: Duration = Field(
+        default=30.0, description="then, how long running requests may take to finish before the process exits"
+    )
 
     @field_validator("memory_budget")
     @classmethod

@@ -32,6 +32,7 @@ from inferrelay.runtime.registry import ModelRegistry
 from inferrelay.server.auth import KeyGate
 from inferrelay.server.body_limit import BodyLimit
 from inferrelay.server.door import check_request
+from inferrelay.server.draining import drain_on_sigterm
 from inferrelay.server.errors import install_error_handlers
 from inferrelay.server.keys_routes import router as keys_router
 from inferrelay.server.management_routes import router as management_router
@@ -76,8 +77,10 @@ def create_app(settings: Settings, registry: EngineRegistry | None = None) -> Fa
         if request_log is not None:
             request_log.prune()
             request_log.start()
-        app.state.serving = True  # GET /ready: ready only between start-up and shutdown
+        app.state.serving = True  # GET /ready: ready only between start-up and shutdown (or a SIGTERM)
+        undrain = drain_on_sigterm(app, runtime.drain_grace)
         yield
+        undrain()
         app.state.serving = False
         for task in background:
             task.cancel()

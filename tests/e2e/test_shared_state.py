@@ -4,8 +4,7 @@ Redis goes, shared again when it returns. Real processes all through: redis-serv
 from __future__ import annotations
 
 import subprocess
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -13,50 +12,15 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import REPO, free_port
 from tests.redis_server import RedisServer, running_redis
+from tests.upstreams import Upstream, running_upstreams
 
 pytestmark = pytest.mark.slow
 redis_server = pytest.fixture(running_redis)
+upstreams = pytest.fixture(running_upstreams)
 
 BOUND_S = 60
 RETRY_S = 1.1  # past state/failover.py's RETRY_S: a down Redis is asked again
-
-
-class Upstream:
-    """bench/minimal_upstream.py, an OpenAI-compatible server with a fixed answer."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        command = [sys.executable, str(REPO / "bench" / "minimal_upstream.py"), str(self.port)]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(200):
-            try:
-                httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1)
-                return
-            except httpx.HTTPError:
-                self.process.poll()
-                assert self.process.returncode is None, "minimal upstream exited at start"
-                subprocess.run(["sleep", "0.05"], check=True)
-        raise AssertionError("minimal upstream did not start")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-
-
-@pytest.fixture
-def upstreams() -> Iterator[Callable[[], Upstream]]:
-    started: list[Upstream] = []
-
-    def start() -> Upstream:
-        started.append(Upstream())
-        return started[-1]
-
-    yield start
-    for upstream in started:
-        upstream.stop()
 
 
 def config(folder: Path, redis_url: str, first: Upstream, spare: Upstream, on_failure: str = "open") -> Path:
