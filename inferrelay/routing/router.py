@@ -238,6 +238,9 @@ class StepRouter:
             try:
                 with tracing.span("attempt", **{"inferrelay.backend": step.provider, "inferrelay.model": step.model}):
                     result = await remote(client, step.model)
+            except asyncio.CancelledError:  # its caller went away or its deadline passed: not the provider's doing
+                stats.released()
+                raise
             except Exception as exc:
                 error = classify(exc)
                 stats.finished(started, f"{error.kind.value}: {error.message}")

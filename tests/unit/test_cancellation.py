@@ -1,12 +1,14 @@
 """Cancellation from the caller down to the work: a slot's call cancelled cancels the running work, a generation
-stops at its next piece, a request's bounds (caller gone, deadline) cancel its task, and a large embeddings
-request is served a batch at a time. Every wait on a thread is bounded."""
+stops at its next piece, a request's bounds (caller gone, deadline) cancel its task, a cancelled remote request
+gives its provider place back, and a large embeddings request is served a batch at a time. Every wait on a
+thread is bounded."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,10 +16,15 @@ import pytest
 
 from inferrelay import cancellation
 from inferrelay.cancellation import Cancellation, Cancelled
-from inferrelay.config.schema import ModelSpec
+from inferrelay.config.providers import RemoteProvider
+from inferrelay.config.schema import ModelSpec, Settings
 from inferrelay.engines.base import Embeddings, GenerationRequest, Piece, TextModel
 from inferrelay.engines.decoding import InputTooLong
+from inferrelay.outcome import Served
+from inferrelay.providers.remote import RemoteClient
 from inferrelay.routing.coalesce import Answer
+from inferrelay.routing.resolve import Step
+from inferrelay.routing.router import StepRouter
 from inferrelay.routing.turns import in_turns
 from inferrelay.runtime.slots import UNLOADED, LoadedSlot, Placement
 from inferrelay.server.bounds import CallerGone, Deadline, DeadlinePassed, bounded
@@ -184,3 +191,30 @@ def test_an_input_refused_in_a_later_batch_is_named_as_the_caller_numbered_it() 
     answer = asyncio.run(in_turns(texts, 2, part))
     assert isinstance(answer.error, InputTooLong)
     assert answer.error.index == 3
+
+
+def test_a_cancelled_remote_request_gives_back_its_place_and_is_no_failure_of_the_provider(tmp_path: Path) -> None:
+    capped = RemoteProvider(type="vllm", base_url="http://127.0.0.1:9/v1", max_in_flight=1)
+    router = StepRouter(Settings(models=[], home=tmp_path, providers={"capped": capped}))
+    started = asyncio.Event()
+
+    async def local(spec: ModelSpec) -> Served[str]:
+        raise AssertionError("no local step")
+
+    async def remote(client: RemoteClient, model: str) -> str:
+        started.set()
+        await asyncio.sleep(BOUND_S * 10)
+        return "never"
+
+    async def scenario() -> None:
+        request = asyncio.create_task(router.serve("m", [Step("capped", "m")], local, remote))
+        await asyncio.wait_for(started.wait(), BOUND_S)
+        assert router.book["capped"].in_flight == 1
+        request.cancel()  # as a caller gone, or a deadline passed, cancels it
+        with pytest.raises(asyncio.CancelledError):
+            await request
+        await router.aclose()
+
+    asyncio.run(scenario())
+    assert router.book["capped"].in_flight == 0
+    assert router.book["capped"].failures == 0
