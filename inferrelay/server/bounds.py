@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
@@ -103,9 +104,17 @@ async def within_deadline(events: AsyncIterator[str], deadline: Deadline) -> Asy
     event, and closing the stream stops its generation)."""
     while True:
         try:
-            event = await asyncio.wait_for(anext(events), deadline.left())
+            event = await _next_within(events, deadline.left())
         except StopAsyncIteration:
             return
         except asyncio.TimeoutError:
             raise deadline.error() from None
         yield event
+
+
+async def _next_within(events: AsyncIterator[str], seconds: float | None) -> str:
+    """The next event, or asyncio.TimeoutError after `seconds`; without a task per event where Python allows."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            return await anext(events)
+    return await asyncio.wait_for(anext(events), seconds)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from inferrelay.routing.resolve import Step
 from inferrelay.routing.router import StepRouter
 from inferrelay.routing.turns import in_turns
 from inferrelay.runtime.slots import UNLOADED, LoadedSlot, Placement
-from inferrelay.server.bounds import CallerGone, Deadline, DeadlinePassed, bounded
+from inferrelay.server.bounds import CallerGone, Deadline, DeadlinePassed, bounded, within_deadline
 
 BOUND_S = 10
 
@@ -218,3 +218,20 @@ def test_a_cancelled_remote_request_gives_back_its_place_and_is_no_failure_of_th
     asyncio.run(scenario())
     assert router.book["capped"].in_flight == 0
     assert router.book["capped"].failures == 0
+
+
+def test_a_stream_past_its_deadline_gives_what_came_in_time_then_the_deadline_error() -> None:
+    async def slow() -> AsyncIterator[str]:
+        yield "first"
+        await asyncio.sleep(BOUND_S)
+        yield "too late"
+
+    got: list[str] = []
+
+    async def scenario() -> None:
+        async for event in within_deadline(slow(), Deadline(0.1)):
+            got.append(event)
+
+    with pytest.raises(DeadlinePassed):
+        asyncio.run(scenario())
+    assert got == ["first"]
