@@ -61,6 +61,7 @@ class RuntimeSettings(Strict):
     metrics_need_key: bool = Field(
         default=False, description="once keys exist, GET /metrics needs one too (else it stays open to scrapers)"
     )
+    console: bool = Field(default=True, description="the operator's console at /ui (docs/console.md)")
     request_log: bool = Field(default=True, description="one row per request in $INFERRELAY_HOME/requests.sqlite3")
     request_log_retention: Duration = Field(default=7 * 86400.0, description="rows older than this are deleted")
     engine_isolation: Literal["process", "in_process"] = Field(

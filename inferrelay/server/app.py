@@ -15,6 +15,7 @@ from inferrelay.access.quota import KeyQuota
 from inferrelay.access.usage import spent_by_key
 from inferrelay.config.embedded import embedded_models
 from inferrelay.config.schema import Settings
+from inferrelay.console.routes import install_console
 from inferrelay.engines.registry import EngineRegistry
 from inferrelay.observe import tracing
 from inferrelay.observe.metrics import Live, LiveCollector, Metrics
@@ -101,6 +102,8 @@ def create_app(settings: Settings, registry: EngineRegistry | None = None) -> Fa
     app.include_router(runtime_router)
     app.include_router(metrics_router)
     app.include_router(keys_router)
+    if runtime.console:
+        install_console(app)  # /ui and the read-only JSON it reads (docs/console.md)
     app.add_middleware(BodyDeadline, timeout=runtime.connections.body_timeout)
     install_openapi(app)
     return app

@@ -2,8 +2,8 @@
 
 While no key exists every route is open (a loopback-only server, or one started with --insecure-no-auth). Once
 one exists, every `/v1` and `/api` request needs `Authorization: Bearer KEY` or `x-api-key: KEY`:
-- open to anyone: /health, /ready, the API description (/openapi.json, /docs), and /metrics unless
-  `runtime.metrics_need_key` is set;
+- open to anyone: /health, /ready, the API description (/openapi.json, /docs), the console's page (/ui), and
+  /metrics unless `runtime.metrics_need_key` is set;
 - any active key: /v1/* (the models its list allows; access/caller.py) and POST /api/v1/runtime/generate;
 - an admin key: everything else under /api (register, load, unload, stats, keys, engines, providers).
 401 for a missing, unknown, revoked or expired key; 403 for a key that may not; 429 past its rpm, tpm or budget.
@@ -46,7 +46,8 @@ class KeyGate:
             caller.current.reset(token)
 
     def _open(self, path: str) -> bool:
-        return path in OPEN_PATHS or (path == "/metrics" and not self.metrics_need_key)
+        console = path == "/ui" or path.startswith("/ui/")  # the page; the data it reads needs an admin key
+        return path in OPEN_PATHS or console or (path == "/metrics" and not self.metrics_need_key)
 
     def _admit(self, scope: dict[str, Any]) -> Key:
         secret = presented_key(scope["headers"])
