@@ -77,8 +77,12 @@ def serve(
     options = uvicorn_options(settings.runtime.connections)
     drain = settings.runtime.drain_timeout
     options["timeout_graceful_shutdown"] = drain if drain > 0 else None  # then running requests are cut
-    place = {"fd": fd} if fd is not None else {"host": host, "port": port}
-    uvicorn.run(create_app(settings), log_level=log_level, **place, **options)
+    if fd is not None:  # a child of --workers
+        from inferrelay.server.workers import serve_socket
+
+        serve_socket(create_app(settings), fd, {"log_level": log_level, **options})
+    else:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, **options)
 
 
 def is_loopback(host: str) -> bool:

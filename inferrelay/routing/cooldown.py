@@ -41,6 +41,15 @@ class CooldownTracker:
         circuit.probing = True
         return True
 
+    def refuses(self, key: str) -> bool:
+        """Whether `admit` would refuse `key` now, asked without spending the probe."""
+        circuit = self._circuits.get(key)
+        return (
+            circuit is not None
+            and circuit.open_until != 0.0
+            and (self._clock() < circuit.open_until or circuit.probing)
+        )
+
     def failed(self, key: str, kind: ErrorKind, cooldown_s: float) -> None:
         now = self._clock()
         circuit = self._circuits.setdefault(key, Circuit())

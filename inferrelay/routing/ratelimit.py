@@ -25,11 +25,13 @@ class RateLimiter:
 
     async def admit(self, provider: str, tokens: int) -> float:
         """Take one request and `tokens` from the provider's buckets, or say how long to wait (taking nothing)."""
+        draws = self.draws(provider, tokens)
+        return await self._state.take(draws) if draws else 0.0
+
+    def draws(self, provider: str, tokens: int) -> list[Draw]:
+        """What one request of `tokens` takes from the provider's buckets (the router asks the state with them)."""
         buckets = self._limits.get(provider, [])
-        if not buckets:
-            return 0.0
-        draws = [Draw(bucket, per_minute, tokens if counts else 1) for bucket, per_minute, counts in buckets]
-        return await self._state.take(draws)
+        return [Draw(bucket, per_minute, tokens if counts else 1) for bucket, per_minute, counts in buckets]
 
 
 def estimate_tokens(body: dict[str, object]) -> int:

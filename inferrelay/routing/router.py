@@ -27,7 +27,7 @@ from inferrelay.routing.resolve import Step
 from inferrelay.routing.stats import DeploymentBook
 from inferrelay.runtime.catalog import ModelCatalog
 from inferrelay.runtime.slots import OVERLOADED_RETRY_AFTER_S
-from inferrelay.state.base import SharedState, StateUnavailable
+from inferrelay.state.base import ProviderView, SharedState, StateUnavailable
 from inferrelay.state.local import LocalState
 
 T = TypeVar("T")
@@ -120,41 +120,51 @@ class StepRouter:
         return needs.remote_gap(step.provider, self.clients[step.provider].config.refuse_fields)
 
     async def _passed_over(self, step: Step, estimate: Callable[[], int]) -> InferrelayError | None:
-        """Why a remote step is skipped now (below), or past its rate limits; a shared state that does not answer
-        with state_failure closed refuses it as rate limited (docs/scaling.md)."""
-        try:
-            return await self._skip_reason(step) or await self._over_limit(step, estimate)
-        except StateUnavailable as down:
-            return InferrelayError(ErrorKind.RATE_LIMITED, str(down), retry_after=down.retry_after)
-
-    async def _skip_reason(self, step: Step) -> InferrelayError | None:
-        """Why a remote step is passed over now: it failed its last health check (here or, with shared state,
-        anywhere), it has `max_in_flight` requests already (before the circuit is asked, so a skip spends no
-        probe), or its circuit is open (here, or opened by another server sharing the state)."""
+        """Why a remote step is skipped now, or past its rate limits. What is shared is asked in one round trip
+        that draws from the rate limits only for a step it does not skip; a shared state that does not answer
+        with state_failure closed refuses the step as rate limited (docs/scaling.md)."""
         if step.provider == LOCAL:
             return None
+        local = self._busy(step)
+        if local is not None:
+            return local
+        tokens = estimate() if self.limits.counts_tokens(step.provider) else 0
+        try:
+            admission = await self.state.admit(step.provider, self.limits.draws(step.provider, tokens))
+        except StateUnavailable as down:
+            return InferrelayError(ErrorKind.RATE_LIMITED, str(down), retry_after=down.retry_after)
+        return self._skip_reason(step, admission.view) or self._over_limit(step, admission.wait)
+
+    def _busy(self, step: Step) -> InferrelayError | None:
+        """This server's own reasons, asked first: `max_in_flight` requests already, or its circuit open (asked
+        without spending the probe)."""
         stats = self.book[step.provider]
-        shared = await self.state.view(step.provider)
-        if not (stats.healthy if shared.healthy is None else shared.healthy):
-            message = f"provider {step.provider!r} failed its last health check"
-            return InferrelayError(ErrorKind.ENGINE_UNAVAILABLE, message)
         limit = self.clients[step.provider].config.max_in_flight
         if limit is not None and stats.in_flight >= limit:
             message = f"provider {step.provider!r} has {stats.in_flight} requests in flight (max_in_flight {limit})"
             return InferrelayError(ErrorKind.OVERLOADED, message, retry_after=OVERLOADED_RETRY_AFTER_S)
-        if shared.cooldown_left > 0 or not self.cooldowns.admit(step.provider):
+        if self.cooldowns.refuses(step.provider):
             return InferrelayError(ErrorKind.COOLING_DOWN, f"provider {step.provider!r} is cooling down")
         return None
 
-    async def _over_limit(self, step: Step, estimate: Callable[[], int]) -> InferrelayError | None:
-        if step.provider == LOCAL:
-            return None
-        tokens = estimate() if self.limits.counts_tokens(step.provider) else 0
-        wait = await self.limits.admit(step.provider, tokens)
-        if wait == 0:
-            return None
-        message = f"provider {step.provider!r} is at its rpm/tpm limit for {wait:.1f}s more"
-        return InferrelayError(ErrorKind.RATE_LIMITED, message, retry_after=wait)
+    def _skip_reason(self, step: Step, shared: ProviderView) -> InferrelayError | None:
+        """Why every server passes the step over: it failed its last health check (here or anywhere sharing the
+        state), or its cooldown was opened (here or anywhere)."""
+        if not (self.book[step.provider].healthy if shared.healthy is None else shared.healthy):
+            message = f"provider {step.provider!r} failed its last health check"
+            return InferrelayError(ErrorKind.ENGINE_UNAVAILABLE, message)
+        if shared.cooldown_left > 0:
+            return InferrelayError(ErrorKind.COOLING_DOWN, f"provider {step.provider!r} is cooling down")
+        return None
+
+    def _over_limit(self, step: Step, wait: float) -> InferrelayError | None:
+        """Past its rpm/tpm limits; else the request goes, as the circuit's probe where it is half open."""
+        if wait > 0:
+            message = f"provider {step.provider!r} is at its rpm/tpm limit for {wait:.1f}s more"
+            return InferrelayError(ErrorKind.RATE_LIMITED, message, retry_after=wait)
+        if not self.cooldowns.admit(step.provider):  # another request took the probe meanwhile
+            return InferrelayError(ErrorKind.COOLING_DOWN, f"provider {step.provider!r} is cooling down")
+        return None
 
     async def check_health(self, name: str) -> bool:
         stats = self.book[name]

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from types import FrameType
+from typing import Any
 
 RESTART_WAIT_S = 1.0
 
@@ -48,3 +49,13 @@ def run_workers(count: int, host: str, port: int, args: list[str]) -> int:
         time.sleep(0.1)
     listener.close()
     return 0
+
+
+def serve_socket(app: Any, fd: int, options: dict[str, Any]) -> None:
+    """A child: serve `app` on the parent's listening socket. Its family is read from the socket, so accepted
+    connections get TCP_NODELAY as on a port of their own (uvicorn's `fd=` takes every fd for a Unix socket,
+    and Nagle's delay then adds 40 ms to a small answer)."""
+    import uvicorn
+
+    listener = socket.socket(fileno=fd)
+    uvicorn.Server(uvicorn.Config(app, **options)).run(sockets=[listener])

@@ -27,6 +27,14 @@ class ProviderView:
     cooldown_left: float = 0.0
 
 
+@dataclass(frozen=True)
+class Admission:
+    """A provider's view and the rate-limit draws: taken (`wait` 0) only when the view lets the request go."""
+
+    view: ProviderView
+    wait: float = 0.0
+
+
 class StoreDown(Exception):
     """The shared store did not answer (refused, timed out, gone)."""
 
@@ -44,6 +52,10 @@ class SharedState(Protocol):
         """Take every draw at once, or none and say how many seconds until all fit (0: taken)."""
 
     async def view(self, provider: str) -> ProviderView: ...
+
+    async def admit(self, provider: str, draws: list[Draw]) -> Admission:
+        """One request's question, in one round trip: the provider's view and, unless it is unhealthy or cooling
+        down, the draws taken (or none, with the wait)."""
 
     async def cool(self, provider: str, seconds: float) -> None:
         """Open the provider's cooldown for `seconds` for every server (extends it, never shortens it)."""

@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Literal, TypeVar
 
-from inferrelay.state.base import Draw, ProviderView, StateUnavailable, StoreDown
+from inferrelay.state.base import Admission, Draw, ProviderView, StateUnavailable, StoreDown
 from inferrelay.state.local import LocalState
 from inferrelay.state.redis_store import RedisState
 
@@ -43,6 +43,11 @@ class FailoverState:
 
     async def view(self, provider: str) -> ProviderView:
         return await self._ask(lambda: self._shared.view(provider), lambda: self._local.view_now(provider), closes=True)
+
+    async def admit(self, provider: str, draws: list[Draw]) -> Admission:
+        return await self._ask(
+            lambda: self._shared.admit(provider, draws), lambda: self._local.admit_now(provider, draws), closes=True
+        )
 
     async def cool(self, provider: str, seconds: float) -> None:
         self._local.cool_now(provider, seconds)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from inferrelay.state.base import Draw, ProviderView
+from inferrelay.state.base import Admission, Draw, ProviderView
 from inferrelay.token_bucket import TokenBucket
 
 
@@ -36,6 +36,15 @@ class LocalState:
         health = self._health.get(provider)
         healthy = health[0] if health is not None and health[1] > now else None
         return ProviderView(healthy, max(0.0, self._cool_until.get(provider, 0.0) - now))
+
+    async def admit(self, provider: str, draws: list[Draw]) -> Admission:
+        return self.admit_now(provider, draws)
+
+    def admit_now(self, provider: str, draws: list[Draw]) -> Admission:
+        view = self.view_now(provider)
+        if view.healthy is False or view.cooldown_left > 0:
+            return Admission(view)
+        return Admission(view, self.take_now(draws))
 
     async def cool(self, provider: str, seconds: float) -> None:
         self.cool_now(provider, seconds)

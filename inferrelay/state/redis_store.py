@@ -1,44 +1,59 @@
 """The routing state in Redis, shared by every inferrelay server that names the same `state: redis://...`.
 
-Each operation is one round trip: a token-bucket draw is one Lua script (atomic across servers, timed by Redis's
-own clock), a provider's view one pipeline. Any failure is raised as `StoreDown`; state/failover.py decides.
+Each operation is one round trip: a request's admission (the provider's health and cooldown, and its token-bucket
+draws) is one Lua script, atomic across servers and timed by Redis's own clock. Any failure is raised as
+`StoreDown`; state/failover.py decides.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from inferrelay.state.base import Draw, ProviderView, StoreDown
+from inferrelay.state.base import Admission, Draw, ProviderView, StoreDown
 
 PREFIX = "inferrelay:"
 TIMEOUT_S = 0.25
 """A Redis that does not answer in this long counts as down: a request never waits on it for longer."""
 
-TAKE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local wait, tokens = 0, {}
-for i, key in ipairs(KEYS) do
-  local cap = tonumber(ARGV[2 * i - 1])
-  local amount = math.min(tonumber(ARGV[2 * i]), cap)
-  local rate = cap / 60
-  local held = redis.call('HMGET', key, 'tokens', 'at')
-  local have = tonumber(held[1]) or cap
-  local at = tonumber(held[2]) or now
-  have = math.min(cap, have + math.max(0, now - at) * rate)
-  tokens[i] = have
-  if have < amount then wait = math.max(wait, (amount - have) / rate) end
+DRAW = """
+local function draw(first)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+  local wait, tokens = 0, {}
+  for i = first, #KEYS do
+    local cap = tonumber(ARGV[2 * (i - first) + 1])
+    local amount = math.min(tonumber(ARGV[2 * (i - first) + 2]), cap)
+    local rate = cap / 60
+    local held = redis.call('HMGET', KEYS[i], 'tokens', 'at')
+    local have = tonumber(held[1]) or cap
+    local at = tonumber(held[2]) or now
+    have = math.min(cap, have + math.max(0, now - at) * rate)
+    tokens[i] = have - amount
+    if have < amount then wait = math.max(wait, (amount - have) / rate) end
+  end
+  if wait > 0 then return wait end
+  for i = first, #KEYS do
+    redis.call('HSET', KEYS[i], 'tokens', tostring(tokens[i]), 'at', tostring(now))
+    redis.call('EXPIRE', KEYS[i], 120)
+  end
+  return 0
 end
-if wait > 0 then return tostring(wait) end
-for i, key in ipairs(KEYS) do
-  local cap = tonumber(ARGV[2 * i - 1])
-  local amount = math.min(tonumber(ARGV[2 * i]), cap)
-  redis.call('HSET', key, 'tokens', tostring(tokens[i] - amount), 'at', tostring(now))
-  redis.call('EXPIRE', key, 120)
-end
-return '0'
 """
-"""Token buckets as in inferrelay/token_bucket.py: take from every bucket, or from none and return the wait."""
+"""Token buckets as in inferrelay/token_bucket.py: take from every bucket from KEYS[first] on, or from none and
+return the wait. ARGV holds (per minute, amount) for each."""
+
+TAKE = DRAW + "return tostring(draw(1))"
+
+ADMIT = (
+    DRAW
+    + """
+local health = redis.call('GET', KEYS[1]) or ''
+local cool = redis.call('PTTL', KEYS[2])
+if health == '0' or cool > 0 then return {health, cool, '0'} end
+return {health, cool, tostring(draw(3))}
+"""
+)
+"""KEYS: the provider's health and cooldown, then its buckets: no draw from a provider that will be skipped."""
 
 
 class RedisState:
@@ -54,6 +69,7 @@ class RedisState:
             url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S, retry=Retry(NoBackoff(), 0)
         )
         self._take = self._redis.register_script(TAKE)
+        self._admit = self._redis.register_script(ADMIT)
 
     async def take(self, draws: list[Draw]) -> float:
         if not draws:
@@ -69,6 +85,14 @@ class RedisState:
         health, cool_ms = await self._run(pipe.execute())
         healthy = None if health is None else health == b"1"
         return ProviderView(healthy, max(0, cool_ms) / 1000)
+
+    async def admit(self, provider: str, draws: list[Draw]) -> Admission:
+        keys = [f"{PREFIX}health:{provider}", f"{PREFIX}cool:{provider}"]
+        keys += [f"{PREFIX}bucket:{draw.bucket}" for draw in draws]
+        args = [value for draw in draws for value in (draw.per_minute, draw.amount)]
+        health, cool_ms, wait = await self._run(self._admit(keys=keys, args=args))
+        healthy = None if health == b"" else health == b"1"
+        return Admission(ProviderView(healthy, max(0, int(cool_ms)) / 1000), float(wait))
 
     async def cool(self, provider: str, seconds: float) -> None:
         key, ms = f"{PREFIX}cool:{provider}", max(1, int(seconds * 1000))

@@ -51,12 +51,30 @@ async def cooldown_and_health(state: SharedState) -> None:
     assert (await state.view("other")).cooldown_left == 0
 
 
-@pytest.mark.parametrize("check", [buckets_take_all_or_nothing, cooldown_and_health])
+async def admission_draws_only_where_the_step_goes(state: SharedState) -> None:
+    rpm = [Draw("up:rpm", 2, 1)]
+    first = await state.admit("up", rpm)
+    assert (first.view.healthy, first.view.cooldown_left, first.wait) == (None, 0, 0)
+    await state.cool("up", 30)
+    cooling = await state.admit("up", rpm)
+    assert cooling.view.cooldown_left > 25, "skipped for its cooldown..."
+    assert await state.take(rpm) == 0, "...and nothing was drawn: the second request of rpm 2 is still there"
+    await state.set_healthy("down", False, ttl_s=30)
+    assert (await state.admit("down", [Draw("down:rpm", 1, 1)])).view.healthy is False
+    assert await state.take([Draw("down:rpm", 1, 1)]) == 0, "an unhealthy provider's request draws nothing"
+    assert (await state.admit("other", [Draw("other:rpm", 1, 1)])).wait == 0
+    assert (await state.admit("other", [Draw("other:rpm", 1, 1)])).wait > 0
+
+
+CHECKS = [buckets_take_all_or_nothing, cooldown_and_health, admission_draws_only_where_the_step_goes]
+
+
+@pytest.mark.parametrize("check", CHECKS)
 def test_in_process(check: Callable[[SharedState], Awaitable[None]]) -> None:
     run(LocalState, check)
 
 
-@pytest.mark.parametrize("check", [buckets_take_all_or_nothing, cooldown_and_health])
+@pytest.mark.parametrize("check", CHECKS)
 def test_in_redis(check: Callable[[SharedState], Awaitable[None]], redis_server: RedisServer) -> None:
     run(lambda: RedisState(redis_server.url), check)
 
