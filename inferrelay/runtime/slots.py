@@ -45,7 +45,7 @@ UNLOADED = _Unloaded()
 class WorkerStream(Generic[T]):
     """Items produced on a worker thread, read on the loop; `aclose` stops the producer."""
 
-    def __init__(self, queue: asyncio.Queue[object], cancelled: threading.Event) -> None:
+    def __init__(self, queue: asyncio.Queue[object], cancelled: Cancellation) -> None:
         self._queue = queue
         self._cancelled = cancelled
 
@@ -218,20 +218,22 @@ class LoadedSlot:
             self._drop(ticket)
 
     def stream(self, produce: Callable[[], Iterator[T]]) -> WorkerStream[T]:
-        """Run `produce` on a worker; items (or its exception) arrive in order."""
+        """Run `produce` on a worker; items (or its exception) arrive in order. Closing the stream cancels its call:
+        a producer that waits on a worker process passes that on at once (runtime/workers.py)."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
-        cancelled = threading.Event()
+        ticket = self._admit()
+        cancelled = ticket.cancellation
 
         def pump() -> None:
-            if cancelled.is_set():  # closed while it waited: nothing to make
+            if cancelled.is_set:  # closed while it waited: nothing to make
                 return
             try:
                 items = produce()
                 try:
                     for item in items:
                         loop.call_soon_threadsafe(queue.put_nowait, item)
-                        if cancelled.is_set():
+                        if cancelled.is_set:
                             break
                 finally:
                     close = getattr(items, "close", None)
@@ -246,7 +248,7 @@ class LoadedSlot:
             finally:  # after the counts: a consumer that sees the end sees the model free
                 loop.call_soon_threadsafe(queue.put_nowait, _END)
 
-        self._worker.submit(run_then_end, self._admit())
+        self._worker.submit(run_then_end, ticket)
         return WorkerStream(queue, cancelled)
 
     def close(self) -> None:

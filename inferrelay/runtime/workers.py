@@ -267,16 +267,17 @@ class WorkerDecoder(WorkerModel, TextModel):
         call, replies = worker.call("stream", request)
         ended = False
         try:
-            while True:
-                try:
-                    reply = receive(replies)
-                except InferrelayError:  # its error reply, or the worker's death, was its last word
-                    ended = True
-                    raise
-                if reply[0] == "end":
-                    ended = True
-                    return
-                yield reply[1]
+            with cancellation.forwarded(lambda: worker.cancel(call)):  # its reader gone: the worker hears at once
+                while True:
+                    try:
+                        reply = receive(replies)
+                    except InferrelayError:  # its error reply, or the worker's death, was its last word
+                        ended = True
+                        raise
+                    if reply[0] == "end":
+                        ended = True
+                        return
+                    yield reply[1]
         finally:
             if not ended:
                 worker.abandon(call)
