@@ -6,7 +6,7 @@ server routing a model name to it, and a LiteLLM proxy doing the same
 same chat request at concurrency 1 and 16 to each and reports requests per
 second, median and p95 latency, and the ratios.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/gateway.py [--requests 600] [--skip-litellm]
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/gateway.py [--requests 600] [--skip-litellm] [--redis]
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -42,7 +43,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def process(command: list[str], ready_url: str, env: dict[str, str] | None = None) -> Iterator[None]:
+def process(
+    command: list[str], ready_url: str, env: dict[str, str] | None = None, ready: Callable[[], bool] | None = None
+) -> Iterator[None]:
     proc = subprocess.Popen(
         command, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
@@ -50,7 +53,7 @@ def process(command: list[str], ready_url: str, env: dict[str, str] | None = Non
     try:
         while True:
             try:
-                if httpx.get(ready_url, timeout=1).status_code < 500:
+                if ready() if ready is not None else httpx.get(ready_url, timeout=1).status_code < 500:
                     break
             except httpx.HTTPError:
                 pass
@@ -112,6 +115,11 @@ def main() -> None:
         help="also inferrelay without metrics and request log, and with OTLP tracing on (to the upstream as sink)",
     )  # fmt: skip
     parser.add_argument("--keys", action="store_true", help="also inferrelay with an API key required and sent")
+    parser.add_argument(
+        "--redis", action="store_true",
+        help="also inferrelay with an rpm limit in process, the same in Redis (redis-server on PATH), and that "
+        "with --workers 2",
+    )  # fmt: skip
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="inferrelay-gateway-"))
     up, relay, lite = free_port(), free_port(), free_port()
@@ -146,12 +154,18 @@ def main() -> None:
                     targets |= observability_variants(variants, work, up)
                 if args.keys:
                     targets |= keys_variant(variants, work)
+                if args.redis:
+                    targets |= redis_variants(variants, work)
                 for name, port in targets.items():
                     url = f"http://127.0.0.1:{port}/v1/chat/completions"
                     results[name] = {c: asyncio.run(load(url, args.requests, c)) for c in (1, 16)}
     report(results)
     if args.keys:
         print(f"\nkey gate in process: {gate_cost_us():.2f} us per request (hash, lookup, state, rpm)")
+    if args.redis:
+        local_us, redis_us = asyncio.run(state_cost_us())
+        print(f"\nstate per request (health, cooldown, rpm draw): in process {local_us:.1f} us, "
+              f"in Redis {redis_us:.1f} us, added {redis_us - local_us:.1f} us")  # fmt: skip
 
 
 def observability_variants(stack: ExitStack, work: Path, up: int) -> dict[str, int]:
@@ -205,6 +219,64 @@ def gate_cost_us(calls: int = 200_000) -> float:
     return (time.perf_counter() - started) / calls * 1e6
 
 
+def redis_variants(stack: ExitStack, work: Path) -> dict[str, int]:
+    """The same provider with an rpm limit never reached, so every request draws from a bucket and reads the
+    provider's health and cooldown: in process, in Redis, and in Redis from two worker processes."""
+    port = free_port()
+    redis = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    stack.enter_context(process(redis, "", ready=lambda: _redis_answers(port)))
+    ports: dict[str, int] = {}
+    for name, state, workers in (
+        ("inferrelay-limits", "", "1"),
+        ("inferrelay-redis", f"runtime:\n  state: redis://127.0.0.1:{port}/0\n", "1"),
+        ("inferrelay-redis-workers2", f"runtime:\n  state: redis://127.0.0.1:{port}/0\n", "2"),
+    ):
+        folder = work / name
+        folder.mkdir()
+        providers = (work / "providers.yaml").read_text() + "    rate_limits: {rpm: 1000000000}\n"
+        (folder / "providers.yaml").write_text(providers)
+        (folder / "model-mappings.yaml").write_text((work / "model-mappings.yaml").read_text() + state)
+        ports[name] = free_port()
+        command = [sys.executable, "-m", "inferrelay.cli", "serve", "--config", str(folder), "--port", str(ports[name])]
+        command += ["--workers", workers, "--log-level", "warning"]
+        stack.enter_context(process(command, f"http://127.0.0.1:{ports[name]}/health"))
+    return ports
+
+
+async def state_cost_us(calls: int = 5000) -> tuple[float, float]:
+    """Microseconds per request the router spends on its state: what it asks of it for one remote step."""
+    from inferrelay.state.base import Draw
+    from inferrelay.state.local import LocalState
+    from inferrelay.state.redis_store import RedisState
+
+    port = free_port()
+    redis = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    figures = []
+    with process(redis, "", ready=lambda: _redis_answers(port)):
+        for state in (LocalState(), RedisState(f"redis://127.0.0.1:{port}/0")):
+            figures.append(await _per_request_us(state, [Draw("bench:rpm", 10**9, 1)], calls))
+            await state.aclose()
+    return figures[0], figures[1]
+
+
+async def _per_request_us(state: Any, draws: list[Any], calls: int) -> float:
+    for _ in range(100):  # warm-up: the connection, the script loaded
+        await state.admit("up", draws)
+    started = time.perf_counter()
+    for _ in range(calls):
+        await state.admit("up", draws)  # what the router asks for each remote step it walks
+    return (time.perf_counter() - started) / calls * 1e6
+
+
+def _redis_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
 @contextmanager
 def _nothing() -> Iterator[None]:
     yield
@@ -238,6 +310,15 @@ def report(results: dict[str, dict[int, dict[str, float]]]) -> None:
             rows.append(
                 f"\ninferrelay-keys vs inferrelay at concurrency {concurrency}: throughput "
                 f"{keyed['rps'] / plain['rps']:.3f}x, median {keyed['median_ms'] - plain['median_ms']:+.3f} ms"
+            )
+    if "inferrelay-redis" in results:
+        for concurrency in (1, 16):
+            local, shared = results["inferrelay-limits"][concurrency], results["inferrelay-redis"][concurrency]
+            two = results["inferrelay-redis-workers2"][concurrency]
+            rows.append(
+                f"\ninferrelay-redis vs inferrelay-limits at concurrency {concurrency}: throughput "
+                f"{shared['rps'] / local['rps']:.3f}x, median {shared['median_ms'] - local['median_ms']:+.3f} ms; "
+                f"--workers 2 vs 1 (both Redis): throughput {two['rps'] / shared['rps']:.3f}x"
             )
     if "litellm" in results:
         for concurrency in (1, 16):
