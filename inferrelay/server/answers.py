@@ -190,6 +190,7 @@ class EngineList(Shape):
 
 class ProviderList(Shape):
     providers: list[dict[str, Any]]
+    state: dict[str, Any]  # where the routing state lives: process or redis, reachable, failures (docs/scaling.md)
 
 
 class ApiKey(Shape):
