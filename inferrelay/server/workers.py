@@ -27,7 +27,9 @@ def run_workers(count: int, host: str, port: int, args: list[str]) -> int:
 
     def spawn() -> subprocess.Popen[bytes]:
         # Its own session: a Ctrl-C reaches the parent only, which passes it on once.
-        return subprocess.Popen(command, pass_fds=(listener.fileno(),), start_new_session=True)
+        return subprocess.Popen(
+            command, pass_fds=(listener.fileno(),), start_new_session=True, preexec_fn=_die_with_parent
+        )
 
     children = [spawn() for _ in range(count)]
     stopping: list[int] = []
@@ -49,6 +51,14 @@ def run_workers(count: int, host: str, port: int, args: list[str]) -> int:
         time.sleep(0.1)
     listener.close()
     return 0
+
+
+def _die_with_parent() -> None:
+    """In the child, before it runs: a parent killed outright (SIGKILL) takes its children with it (Linux)."""
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: SIGTERM, so the child drains
 
 
 def serve_socket(app: Any, fd: int, options: dict[str, Any]) -> None:

@@ -111,3 +111,22 @@ def test_two_workers_share_the_port_and_redis_and_drain_together(
     server.process.wait(timeout=BOUND_S)
     for child in children:
         assert not Path(f"/proc/{child}").exists() or "zombie" in Path(f"/proc/{child}/status").read_text()
+
+
+def test_workers_go_when_their_parent_is_killed_outright(start_server: Any, tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "model-mappings.yaml").write_text(SLOW)
+    server = start_server(tmp_path / "home", "--config", str(config), "--workers", "2")
+    parent = server.process.pid
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    assert len(children) == 2
+    assert chat(server.url).status_code == 200
+    server.process.kill()
+    server.process.wait(timeout=BOUND_S)
+    until(lambda: not any(alive(child) for child in children), "both workers gone")
+
+
+def alive(pid: str) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    return status.exists() and "zombie" not in status.read_text()
