@@ -73,7 +73,7 @@ class Resolver:
         start = next(self._turns[name]) % len(group.members)
         turn = group.members[start:] + group.members[:start]  # round robin, and the tie-break of the others
         if group.strategy == "least_busy":
-            return sorted(turn, key=lambda m: self._book[m.provider].in_flight)
+            return sorted(turn, key=lambda m: self._book[m.provider].in_flight + self._book[m.provider].elsewhere)
         if group.strategy == "latency":
             return sorted(turn, key=lambda m: self._book[m.provider].latency_ms or 0.0)
         if group.strategy == "weighted":

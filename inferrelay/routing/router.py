@@ -34,6 +34,7 @@ T = TypeVar("T")
 
 RETRIED_KINDS = frozenset({ErrorKind.TRANSIENT, ErrorKind.TIMEOUT, ErrorKind.RATE_LIMITED})
 MAX_BACKOFF_S = 5.0
+IN_FLIGHT_EVERY_S = 0.25
 HOLDING_SKIPS = frozenset({ErrorKind.RATE_LIMITED, ErrorKind.OVERLOADED, ErrorKind.UNSUPPORTED})
 """Skips that hold even as a last resort: trying the step anyway would break its limit or its refusal."""
 
@@ -172,6 +173,18 @@ class StepRouter:
         interval = self.clients[name].config.health_interval_s
         await self.state.set_healthy(name, stats.healthy, ttl_s=max(3 * interval, 10.0))  # one missed check is ok
         return stats.healthy
+
+    async def share_in_flight(self, every_s: float = IN_FLIGHT_EVERY_S) -> None:
+        """With shared state, tell the others what is in flight here and learn theirs, until cancelled: least_busy
+        then weighs every server's requests (as of the last exchange, at most `every_s` old)."""
+        if not self.state.status().get("shared"):
+            return
+        while True:
+            mine = {name: self.book[name].in_flight for name in self.clients}
+            totals = await self.state.share_in_flight(mine)
+            for name, total in totals.items():
+                self.book[name].elsewhere = max(0, total - mine[name])
+            await asyncio.sleep(every_s)
 
     async def watch_health(self) -> None:
         """Check each remote provider at its own interval, until cancelled."""

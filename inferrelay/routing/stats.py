@@ -16,6 +16,7 @@ LATENCY_WEIGHT = 0.3
 @dataclass
 class DeploymentStats:
     in_flight: int = 0
+    elsewhere: int = 0  # in flight at the other servers sharing the state, as of the last exchange
     requests: int = 0
     failures: int = 0
     latency_ms: float | None = None
@@ -53,6 +54,7 @@ class DeploymentStats:
             "healthy": self.healthy,
             "health_checked_at": self.health_checked_at.isoformat() if self.health_checked_at else None,
             "in_flight": self.in_flight,
+            "in_flight_elsewhere": self.elsewhere,
             "requests": self.requests,
             "failures": self.failures,
             "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 2),

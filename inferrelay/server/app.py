@@ -75,6 +75,7 @@ def create_app(settings: Settings, registry: EngineRegistry | None = None) -> Fa
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         background = [asyncio.create_task(step_router.watch_health()), asyncio.create_task(pool.reap_forever())]
+        background.append(asyncio.create_task(step_router.share_in_flight()))  # with Redis only (docs/scaling.md)
         if request_log is not None:
             request_log.prune()
             request_log.start()

@@ -57,6 +57,9 @@ class SharedState(Protocol):
         """One request's question, in one round trip: the provider's view and, unless it is unhealthy or cooling
         down, the draws taken (or none, with the wait)."""
 
+    async def share_in_flight(self, mine: dict[str, int]) -> dict[str, int]:
+        """Publish this server's requests in flight per provider; the totals of every server sharing the state."""
+
     async def cool(self, provider: str, seconds: float) -> None:
         """Open the provider's cooldown for `seconds` for every server (extends it, never shortens it)."""
 

@@ -49,6 +49,9 @@ class FailoverState:
             lambda: self._shared.admit(provider, draws), lambda: self._local.admit_now(provider, draws), closes=True
         )
 
+    async def share_in_flight(self, mine: dict[str, int]) -> dict[str, int]:
+        return await self._ask(lambda: self._shared.share_in_flight(mine), lambda: dict(mine), closes=False)
+
     async def cool(self, provider: str, seconds: float) -> None:
         self._local.cool_now(provider, seconds)
         await self._ask(lambda: self._shared.cool(provider, seconds), lambda: None, closes=False)

@@ -46,6 +46,9 @@ class LocalState:
             return Admission(view)
         return Admission(view, self.take_now(draws))
 
+    async def share_in_flight(self, mine: dict[str, int]) -> dict[str, int]:
+        return dict(mine)
+
     async def cool(self, provider: str, seconds: float) -> None:
         self.cool_now(provider, seconds)
 

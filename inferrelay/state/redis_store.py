@@ -7,6 +7,7 @@ draws) is one Lua script, atomic across servers and timed by Redis's own clock. 
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from inferrelay.state.base import Admission, Draw, ProviderView, StoreDown
@@ -55,6 +56,27 @@ return {health, cool, tostring(draw(3))}
 )
 """KEYS: the provider's health and cooldown, then its buckets: no draw from a provider that will be skipped."""
 
+IN_FLIGHT = """
+local totals = {}
+for i, provider in ipairs(KEYS) do
+  local members = ARGV[1] .. 'inflight:' .. provider
+  local own = members .. ':' .. ARGV[2]
+  redis.call('SET', own, ARGV[i + 3], 'PX', ARGV[3])
+  redis.call('SADD', members, ARGV[2])
+  redis.call('PEXPIRE', members, ARGV[3])
+  local total = 0
+  for _, server in ipairs(redis.call('SMEMBERS', members)) do
+    local count = redis.call('GET', members .. ':' .. server)
+    if count then total = total + tonumber(count) else redis.call('SREM', members, server) end
+  end
+  totals[i] = total
+end
+return totals
+"""
+"""Each server's in-flight count per provider under its own key, expiring unless renewed: a server that dies
+stops counting within IN_FLIGHT_TTL_MS. KEYS: provider names; ARGV: prefix, server id, ttl, then the counts."""
+IN_FLIGHT_TTL_MS = 3000
+
 
 class RedisState:
     def __init__(self, url: str) -> None:
@@ -70,6 +92,8 @@ class RedisState:
         )
         self._take = self._redis.register_script(TAKE)
         self._admit = self._redis.register_script(ADMIT)
+        self._in_flight = self._redis.register_script(IN_FLIGHT)
+        self._server = uuid.uuid4().hex
 
     async def take(self, draws: list[Draw]) -> float:
         if not draws:
@@ -93,6 +117,14 @@ class RedisState:
         health, cool_ms, wait = await self._run(self._admit(keys=keys, args=args))
         healthy = None if health == b"" else health == b"1"
         return Admission(ProviderView(healthy, max(0, int(cool_ms)) / 1000), float(wait))
+
+    async def share_in_flight(self, mine: dict[str, int]) -> dict[str, int]:
+        if not mine:
+            return {}
+        names = list(mine)
+        args: list[str | int] = [PREFIX, self._server, IN_FLIGHT_TTL_MS, *(mine[name] for name in names)]
+        totals = await self._run(self._in_flight(keys=names, args=args))
+        return {name: int(total) for name, total in zip(names, totals, strict=True)}
 
     async def cool(self, provider: str, seconds: float) -> None:
         key, ms = f"{PREFIX}cool:{provider}", max(1, int(seconds * 1000))

@@ -141,3 +141,47 @@ def test_redis_killed_mid_run_no_5xx_and_shared_again_after(
     assert served_by(after, "first") == 10, "shared again: one rpm 10 across both servers"
     assert all(state(url)["reachable"] for url in urls)
     assert chat(closed.url).status_code == 200, "the closed server serves again"
+
+
+def test_least_busy_weighs_the_requests_in_flight_at_the_other_server(
+    start_server: Any, tmp_path: Path, redis_server: RedisServer, upstreams: Callable[[], Upstream]
+) -> None:
+    slow_config = tmp_path / "slow-config"
+    slow_config.mkdir()
+    (slow_config / "model-mappings.yaml").write_text(
+        "models:\n  slow:\n    source: fake\n    capabilities: [chat, completion]\n    engines: [fake]\n"
+        "    engine_options: {fake: {latency_ms: 1000}}\n"
+    )
+    slow = start_server(tmp_path / "home-slow", "--config", str(slow_config))  # provider x: answers in seconds
+    fast = upstreams()  # provider y
+    folder = tmp_path / "config"
+    folder.mkdir()
+    (folder / "providers.yaml").write_text(
+        f"providers:\n  x:\n    type: openai_compatible\n    base_url: {slow.url}/v1\n    health_interval_s: 0\n"
+        f"  y:\n    type: openai_compatible\n    base_url: http://127.0.0.1:{fast.port}/v1\n    health_interval_s: 0\n"
+    )
+    (folder / "model-mappings.yaml").write_text(
+        "exact_matches:\n  only-x: {provider: x, model: slow}\n  pair: {group: pair}\n"
+        "load_balancing:\n  pair:\n    strategy: least_busy\n    members: [{provider: x, model: slow}, {provider: y}]\n"
+        f"runtime:\n  state: {redis_server.url}\n  request_log: false\n"
+    )
+    busy, other = (start_server(tmp_path / f"home-{i}", "--config", str(folder)) for i in range(2))
+    body = {"model": "only-x", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 20}
+    with ThreadPoolExecutor(3) as pool:
+        held = [
+            pool.submit(httpx.post, f"{busy.url}/v1/chat/completions", json=body, timeout=BOUND_S) for _ in range(3)
+        ]
+        for _ in range(BOUND_S * 20):  # a bound that detects a hang: the other server learns of the three
+            if provider(other.url, "x")["in_flight_elsewhere"] == 3:
+                break
+            subprocess.run(["sleep", "0.05"], check=True)
+        else:
+            raise AssertionError("the other server never saw the three requests in flight at the busy one")
+        chosen = [chat_model(other.url, "pair").headers["x-inferrelay-backend"] for _ in range(4)]
+        assert chosen == ["y"] * 4, "x has three requests in flight elsewhere: least_busy sends to y every time"
+        assert [f.result(timeout=BOUND_S).status_code for f in held] == [200] * 3
+
+
+def chat_model(url: str, model: str) -> httpx.Response:
+    body = {"model": model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
+    return httpx.post(f"{url}/v1/chat/completions", json=body, timeout=BOUND_S)

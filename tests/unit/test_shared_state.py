@@ -132,3 +132,24 @@ def test_redis_gone_fails_closed_with_a_429_reason(redis_server: RedisServer) ->
 def test_the_password_is_never_shown() -> None:
     assert redacted("redis://user:secret@cache:6379/2") == "redis://***@cache:6379/2"
     assert redacted("redis://cache:6379/0") == "redis://cache:6379/0"
+
+
+def test_in_flight_counts_add_up_across_servers_and_a_silent_one_stops_counting(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from inferrelay.state import redis_store
+
+    async def go() -> None:
+        first, second = RedisState(redis_server.url), RedisState(redis_server.url)
+        assert await first.share_in_flight({"x": 3, "y": 0}) == {"x": 3, "y": 0}
+        assert await second.share_in_flight({"x": 1, "y": 2}) == {"x": 4, "y": 2}
+        monkeypatch.setattr(redis_store, "IN_FLIGHT_TTL_MS", 100)
+        await second.share_in_flight({"x": 1, "y": 2})  # renewed for 100 ms; the first's 3 s still run
+        assert await LocalState().share_in_flight({"x": 1}) == {"x": 1}
+        await first.share_in_flight({"x": 3, "y": 0})
+        await asyncio.sleep(0.3)  # the second server falls silent past its keys' expiry
+        assert await first.share_in_flight({"x": 3, "y": 0}) == {"x": 3, "y": 0}
+        await first.aclose()
+        await second.aclose()
+
+    asyncio.run(go())
