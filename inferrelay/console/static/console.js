@@ -174,7 +174,7 @@ let current = null;
 let busy = false;
 
 async function refresh() {
-  if (busy || !current) return;
+  if (busy || !current || document.hidden) return;  // a tab in the background costs the server nothing
   busy = true;
   const page = current;
   try {
@@ -214,5 +214,6 @@ $("#keyform").addEventListener("submit", (event) => {
 });
 $("#forget").addEventListener("click", () => { sessionStorage.removeItem(KEY); refresh(); });
 window.addEventListener("hashchange", show);
+document.addEventListener("visibilitychange", () => refresh());
 setInterval(refresh, POLL_MS);
 show();
