@@ -11,8 +11,9 @@ from inferrelay.capabilities import Capability
 from inferrelay.config.schema import ModelSpec
 from inferrelay.engines.registry import EngineRegistry
 from inferrelay.tune import fingerprint
+from inferrelay.tune.alone import measure_alone
 from inferrelay.tune.book import Tuning
-from inferrelay.tune.workload import Measured, accuracy, keeps_accuracy, measure
+from inferrelay.tune.workload import Measured, accuracy, keeps_accuracy
 
 REFERENCE_ENGINES = ("torch", "onnx", "llamacpp")
 """Whose float32 output is the reference, first found first: torch runs the weights as the model's authors do."""
@@ -53,8 +54,8 @@ def tune(
             reason = state.probe.reason if state else "not installed"
             measured = Measured(None, None, None, error=f"cannot run here: {reason}")
         else:
-            measured = measure(state.engine, spec.model_copy(update={"dtype": dtype, "engines": [name]}), device,
-                               home, seconds)  # fmt: skip
+            one = spec.model_copy(update={"dtype": dtype, "engines": [name]})
+            measured = measure_alone(one, device, home, seconds)  # a process of its own: tune/alone.py
         if reference is None and measured.output is not None and dtype in ("auto", "float32"):
             reference = measured.output
         agreement = accuracy(measured.output, reference, capability)

@@ -67,9 +67,9 @@ class Measured:
 
 
 def sentences(count: int = 2 * BATCH, seed: int = 7) -> list[str]:
-    """Typical short inputs: 8-24 words each, the same every run."""
+    """Typical inputs, short to a paragraph: 3-60 words each, the same every run."""
     rng = random.Random(seed)
-    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 24))) + "." for _ in range(count)]
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 60))) + "." for _ in range(count)]
 
 
 def measure(engine: Engine, spec: ModelSpec, device: str, home: Path, seconds: float) -> Measured:
