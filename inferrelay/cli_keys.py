@@ -37,16 +37,28 @@ def create(
     ] = None,
     expires: Annotated[Optional[str], typer.Option(help="Lifetime from now: 30d, 12h, 90m.")] = None,  # noqa: UP045
     admin: Annotated[bool, typer.Option("--admin", help="May also register, load, unload and manage keys.")] = False,
+    timeout: Annotated[
+        Optional[str], typer.Option(help="Caps each request's time budget: 30s, 5m (default: the model's).")  # noqa: UP045
+    ] = None,
 ) -> None:
     """Make a key and print it, once: only its hash is stored."""
     from inferrelay.access.expiry import expires_at
+    from inferrelay.config.units import parse_duration
 
     store = _store()
     try:
         when = expires_at(expires) if expires else None
+        budget = parse_duration(timeout) if timeout else None
         listed = [m.strip() for m in models.split(",") if m.strip()] if models is not None else None
         key, secret = store.create(
-            name, models=listed, rpm=rpm, tpm=tpm, budget_tokens=budget_tokens, expires_at=when, admin=admin
+            name,
+            models=listed,
+            rpm=rpm,
+            tpm=tpm,
+            budget_tokens=budget_tokens,
+            expires_at=when,
+            admin=admin,
+            request_timeout=budget,
         )
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)

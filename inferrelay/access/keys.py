@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS keys (
     expires_at REAL,               -- unix time; NULL: never
     admin INTEGER NOT NULL,
     created_at REAL NOT NULL,
-    revoked_at REAL
+    revoked_at REAL,
+    request_timeout REAL           -- seconds; caps each request's time budget; NULL: the model's or runtime's
 );
 """
 
@@ -59,6 +60,7 @@ class Key:
     admin: bool = False
     created_at: float = 0.0
     revoked_at: float | None = None
+    request_timeout: float | None = None
 
     def may_use(self, model: str) -> bool:
         return self.models is None or model in self.models
@@ -76,7 +78,7 @@ class Key:
             "name": self.name, "key": f"{self.shown}...", "admin": self.admin,
             "models": list(self.models) if self.models is not None else None, "rpm": self.rpm, "tpm": self.tpm,
             "budget_tokens": self.budget_tokens, "expires_at": self.expires_at, "created_at": self.created_at,
-            "revoked_at": self.revoked_at, "state": self.state(),
+            "revoked_at": self.revoked_at, "request_timeout": self.request_timeout, "state": self.state(),
         }  # fmt: skip
 
 
@@ -139,6 +141,7 @@ class KeyStore:
         budget_tokens: int | None = None,
         expires_at: float | None = None,
         admin: bool = False,
+        request_timeout: float | None = None,
     ) -> tuple[Key, str]:
         """A new key and its secret, which is shown this once and never stored."""
         if not NAME.match(name):
@@ -146,12 +149,14 @@ class KeyStore:
         for field, value in (("rpm", rpm), ("tpm", tpm), ("budget_tokens", budget_tokens)):
             if value is not None and not 1 <= value <= MAX_LIMIT:
                 raise ValueError(f"{field} must be from 1 to {MAX_LIMIT}")
+        if request_timeout is not None and not 0 < request_timeout <= 366 * 86400:
+            raise ValueError("request_timeout is more than 0 seconds and at most 366 days")
         if models is not None and not models:
             raise ValueError("models: name at least one model, or leave it out for every model")
         secret = PREFIX + secrets.token_urlsafe(32)
         key = Key(
             name, digest(secret), secret[:8], tuple(models) if models is not None else None, rpm, tpm,
-            budget_tokens, expires_at, admin, time.time(),
+            budget_tokens, expires_at, admin, time.time(), None, request_timeout,
         )  # fmt: skip
         with self._lock, self._connect() as db:
             if db.execute("SELECT 1 FROM keys WHERE name = ?", (name,)).fetchone():
@@ -183,6 +188,8 @@ class KeyStore:
             if fresh:
                 os.chmod(self.path, 0o600)  # hashes only, but nobody else's business
             db.executescript(SCHEMA)  # the default rollback journal: every commit changes the file's mtime
+            if "request_timeout" not in {row[1] for row in db.execute("PRAGMA table_info(keys)")}:
+                db.execute("ALTER TABLE keys ADD COLUMN request_timeout REAL")  # a store from before it
             with db:
                 yield db
         finally:
@@ -195,7 +202,7 @@ class KeyExistsError(ValueError):
 
 _COLUMNS = (
     "name", "hash", "shown", "models", "rpm", "tpm", "budget_tokens", "expires_at", "admin", "created_at",
-    "revoked_at",
+    "revoked_at", "request_timeout",
 )  # fmt: skip
 
 
@@ -203,15 +210,16 @@ def _row(key: Key) -> tuple[object, ...]:
     models = json.dumps(list(key.models)) if key.models is not None else None
     return (
         key.name, key.hash, key.shown, models, key.rpm, key.tpm, key.budget_tokens, key.expires_at,
-        int(key.admin), key.created_at, key.revoked_at,
+        int(key.admin), key.created_at, key.revoked_at, key.request_timeout,
     )  # fmt: skip
 
 
 def _key(row: tuple[object, ...]) -> Key:
-    name, hash_, shown, models, rpm, tpm, budget, expires, admin, created, revoked = row
+    name, hash_, shown, models, rpm, tpm, budget, expires, admin, created, revoked, timeout = row
     return Key(
         str(name), str(hash_), str(shown), tuple(json.loads(str(models))) if models is not None else None,
         _int(rpm), _int(tpm), _int(budget), _float(expires), bool(admin), float(str(created)), _float(revoked),
+        _float(timeout),
     )  # fmt: skip
 
 

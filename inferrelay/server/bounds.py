@@ -20,6 +20,7 @@ from typing import TypeVar
 from fastapi import Request
 from fastapi.responses import Response
 
+from inferrelay.access import caller
 from inferrelay.config.schema import Settings
 from inferrelay.errors import ErrorKind, InferrelayError
 from inferrelay.observe.requests import CLIENT_CLOSED
@@ -38,12 +39,15 @@ def gone_response() -> Response:
 
 
 def budget_s(settings: Settings, catalog: ModelCatalog, model: str) -> float | None:
-    """The time budget of a request naming `model`: the local model's own request_timeout, else the runtime's;
-    None: unbounded. (A key's own budget would be one more layer here.)"""
+    """The time budget of a request naming `model`: the local model's own request_timeout, else the runtime's,
+    capped by the caller's key's request_timeout when it has one; None: unbounded."""
     spec = catalog.get(model)
     chosen = spec.request_timeout if spec is not None and spec.request_timeout is not None else None
     if chosen is None:
         chosen = settings.runtime.request_timeout
+    key = caller.current.get()
+    if key is not None and key.request_timeout is not None:
+        chosen = key.request_timeout if chosen <= 0 else min(chosen, key.request_timeout)
     return chosen if chosen > 0 else None
 
 

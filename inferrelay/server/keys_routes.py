@@ -11,6 +11,7 @@ from inferrelay.access.expiry import expires_at
 from inferrelay.access.keys import MAX_LIMIT, KeyExistsError
 from inferrelay.access.usage import usage
 from inferrelay.config.strict import Strict
+from inferrelay.config.units import Duration
 from inferrelay.errors import ErrorKind, InferrelayError, bad_request
 from inferrelay.server.relay import relay_of
 
@@ -25,6 +26,9 @@ class CreateKey(Strict):
     budget_tokens: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
     expires: str | None = Field(default=None, description="from now: '30d', '12h', '90m'")
     admin: bool = False
+    request_timeout: Duration | None = Field(
+        default=None, description="caps each request's time budget (seconds or '30s'); absent: the model's"
+    )
 
     @field_validator("expires")
     @classmethod
@@ -46,6 +50,7 @@ async def create_key(body: CreateKey, request: Request) -> dict[str, Any]:
         key, secret = relay.keys.create(
             body.name, models=body.models, rpm=body.rpm, tpm=body.tpm, budget_tokens=body.budget_tokens,
             expires_at=expires_at(body.expires) if body.expires else None, admin=body.admin,
+            request_timeout=body.request_timeout,
         )  # fmt: skip
     except KeyExistsError as exc:
         raise InferrelayError(ErrorKind.CONFLICT, str(exc), param="name") from None

@@ -199,3 +199,17 @@ def test_the_callers_key_never_reaches_a_provider_nor_the_log(
         assert upstream_key.encode() not in raw
         rows = json.loads(keys(home, "usage", "--json").stdout)
         assert [(r["key"], r["requests"]) for r in rows] == [(name, 1)]
+
+
+def test_a_keys_timeout_ends_its_long_requests(home: Path, start_server: Any) -> None:
+    hasty = make_key(home, "hasty", "--timeout", "1s")
+    patient = make_key(home, "patient")
+    server = start_server(home)
+    story = [{"role": "user", "content": "Write a very long story about the sea."}]
+    long = {"model": SMOLLM2.name, "messages": story, "max_tokens": 1500, "temperature": 1.0, "seed": 3}
+    ended = httpx.post(f"{server.url}/v1/chat/completions", json=long, headers={"authorization": f"Bearer {hasty}"},
+                       timeout=120)  # fmt: skip
+    assert ended.status_code == 504, ended.text
+    assert ended.json()["error"]["code"] == "timeout"
+    short = client(server, patient).chat.completions.create(model=SMOLLM2.name, messages=CHAT, max_tokens=4)
+    assert short.choices[0].message.content is not None

@@ -120,3 +120,35 @@ def test_the_key_comes_from_a_bearer_token_or_x_api_key() -> None:
     assert presented_key([(b"x-api-key", b"irk_xyz")]) == "irk_xyz"
     assert presented_key([(b"authorization", b"Basic Zm9v")]) is None
     assert presented_key([]) is None
+
+
+def test_a_keys_request_timeout_caps_the_budget(tmp_path: Path) -> None:
+    from inferrelay.access import caller
+    from inferrelay.config.embedded import MINILM
+    from inferrelay.config.runtime import RuntimeSettings
+    from inferrelay.config.schema import Settings
+    from inferrelay.runtime.catalog import ModelCatalog
+    from inferrelay.server.bounds import budget_s
+
+    settings = Settings(models=[], home=tmp_path, runtime=RuntimeSettings(request_timeout=600))
+    slow = MINILM.model_copy(update={"request_timeout": 900.0})
+    catalog = ModelCatalog([slow])
+    store = KeyStore(tmp_path)
+    short, _ = store.create("short", request_timeout=5.0)
+    plain, _ = store.create("plain")
+    assert budget_s(settings, catalog, MINILM.name) == 900.0
+    assert budget_s(settings, catalog, "elsewhere") == 600.0
+    for key, model, expected in ((short, MINILM.name, 5.0), (short, "elsewhere", 5.0), (plain, MINILM.name, 900.0)):
+        token = caller.current.set(key)
+        try:
+            assert budget_s(settings, catalog, model) == expected
+        finally:
+            caller.current.reset(token)
+    unbounded = Settings(models=[], home=tmp_path, runtime=RuntimeSettings(request_timeout=0))
+    token = caller.current.set(short)
+    try:
+        assert budget_s(unbounded, ModelCatalog([]), "elsewhere") == 5.0
+    finally:
+        caller.current.reset(token)
+    with pytest.raises(ValueError):  # noqa: PT011
+        store.create("never", request_timeout=-1)
