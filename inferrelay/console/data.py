@@ -43,6 +43,8 @@ def one(db: sqlite3.Connection, request_id: str) -> dict[str, Any] | None:
 def _row(row: sqlite3.Row) -> dict[str, Any]:
     result = dict(row)
     result["attempts"] = [{"backend": b, "kind": k} for b, k in json.loads(result["attempts"])]
+    remedies = json.loads(result.get("remedies") or "[]")
+    result["remedies"] = [{"backend": b, "step": step, "detail": d} for b, step, d in remedies]
     return result
 
 

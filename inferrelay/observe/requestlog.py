@@ -42,13 +42,14 @@ CREATE TABLE IF NOT EXISTS requests (
     completion_tokens INTEGER NOT NULL,
     latency_ms REAL NOT NULL,
     ttft_ms REAL,
-    key_name TEXT                  -- the caller's key (its name, never the key); NULL without keys
+    key_name TEXT,                 -- the caller's key (its name, never the key); NULL without keys
+    remedies TEXT                  -- JSON: [[backend, step, detail], ...] remediation taken for it; NULL: none
 );
 CREATE INDEX IF NOT EXISTS requests_at ON requests (at);
 """
 COLUMNS = (
     "at", "request_id", "model", "kind", "stream", "backend", "status", "outcome", "attempts",
-    "prompt_tokens", "completion_tokens", "latency_ms", "ttft_ms", "key_name",
+    "prompt_tokens", "completion_tokens", "latency_ms", "ttft_ms", "key_name", "remedies",
 )  # fmt: skip
 PRUNE_EVERY_S = 3600.0
 UPKEEP_EVERY_S = 1.0
@@ -73,10 +74,14 @@ class LogRow:
     latency_ms: float
     ttft_ms: float | None
     key_name: str | None = None
+    remedies: list[tuple[str, str, str]] | None = None
 
     def values(self) -> tuple[Any, ...]:
         values = [bounded(v) if isinstance(v, str) else v for v in (getattr(self, c) for c in COLUMNS)]
         values[COLUMNS.index("attempts")] = json.dumps([[bounded(b), k] for b, k in self.attempts])
+        values[COLUMNS.index("remedies")] = (
+            json.dumps([[bounded(b), s, bounded(d)] for b, s, d in self.remedies]) if self.remedies else None
+        )
         return tuple(values)
 
 
@@ -91,8 +96,10 @@ def connect(home: Path) -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a crash of the process loses nothing committed
     db.executescript(SCHEMA)
-    if "key_name" not in {row[1] for row in db.execute("PRAGMA table_info(requests)")}:
-        db.execute("ALTER TABLE requests ADD COLUMN key_name TEXT")  # a log from before keys
+    columns = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
+    for column in ("key_name", "remedies"):  # a log from before them
+        if column not in columns:
+            db.execute(f"ALTER TABLE requests ADD COLUMN {column} TEXT")
     return db
 
 

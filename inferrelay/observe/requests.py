@@ -151,6 +151,7 @@ class Observer:
             tracked.status, outcome, [(a.backend, a.kind.value) for a in tracked.attempts],
             tracked.prompt_tokens, tracked.completion_tokens, (now - tracked.started) * 1000,
             None if ttft is None else ttft * 1000, tracked.key.name if tracked.key else None,
+            [(r.backend, r.step.value, r.detail) for r in tracked.remedies],
         )  # fmt: skip
 
     def _count(self, tracked: Tracked, m: Metrics, latency: float, ttft: float | None, ended: float) -> None:

@@ -26,7 +26,7 @@ def add(
     ttft: float | None = None,
 ) -> None:
     row = (at, request_id, model, "chat", 0, "local", 200 if outcome == "success" else 503, outcome,
-           json.dumps(attempts), 3, 4, latency, ttft, None)  # fmt: skip
+           json.dumps(attempts), 3, 4, latency, ttft, None, None)  # fmt: skip
     db.execute(f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", row)
 
 
@@ -66,3 +66,18 @@ def test_series_buckets_count_rate_errors_and_percentiles(log: sqlite3.Connectio
     assert (last["rps"], last["p50_ms"]) == (0.1, 200)
     assert [p["rps"] for p in points[1:5]] == [0, 0, 0, 0]
     assert series["fallbacks"] == {"transient": 2, "overloaded": 1}
+
+
+def test_one_request_opens_to_its_remediation_steps(tmp_path: Path) -> None:
+    from inferrelay.observe.requestlog import LogRow
+
+    writer = connect(tmp_path)
+    row = LogRow(NOW, "r", "mini", "embeddings", False, "local/onnx", 200, "success", [], 3, 0, 12.0, None, None,
+                 [("local/torch", "lower_precision", "float32 -> bfloat16")])  # fmt: skip
+    writer.execute(f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+                   row.values())  # fmt: skip
+    writer.commit()
+    with open_log(tmp_path) as db:
+        found = data.one(db, "r")
+    assert found is not None
+    assert found["remedies"] == [{"backend": "local/torch", "step": "lower_precision", "detail": "float32 -> bfloat16"}]

@@ -145,7 +145,9 @@ const pages = {
       $("#detail").innerHTML = `<div class="card" id="request-detail"><h3>Request ${esc(r.request_id)}</h3>
         <p>${esc(r.model)}, ${esc(r.kind)}; status ${r.status}; latency ${ms(r.latency_ms)}, first token ${ms(r.ttft_ms)};
         tokens ${r.prompt_tokens} in, ${r.completion_tokens} out${r.key_name ? "; key " + esc(r.key_name) : ""}</p>
-        ${table(["step", "backend", "outcome"], steps)}</div>`;
+        ${table(["step", "backend", "outcome"], steps)}
+        ${(r.remedies || []).length ? "<h4>Remediation</h4>" + table(["backend", "step", "detail"],
+          r.remedies.map((m) => `<tr><td>${esc(m.backend)}</td><td>${pill(m.step, "warn")}</td><td>${esc(m.detail)}</td></tr>`)) : ""}</div>`;
     },
   },
   batch: {
