@@ -7,7 +7,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -221,9 +221,25 @@ def doctor(
     finally:
         registry.close()
     report = diagnose(path.expanduser(), EngineRegistry.discover(), candidates)
+    report.tuned = _tuned_for_path(path.expanduser(), candidates, catalog)
     typer.echo(json.dumps(report.as_dict(), indent=2, default=str) if as_json else render(report))
     if not report.usable:
         raise typer.Exit(1)
+
+
+def _tuned_for_path(path: Path, candidates: list[Any], catalog: Any) -> list[dict[str, Any]]:
+    """The tunings of the models whose source is `path`."""
+    from inferrelay.config.sources import resolve_source
+
+    target, found = path.resolve(), []
+    for spec in candidates:
+        try:
+            served_from = resolve_source(spec.source).path.resolve()
+        except Exception:  # a model whose source does not resolve here is not served from this path
+            continue
+        if served_from == target and catalog.tunings is not None:
+            found += [t.view() for t in catalog.tunings.of(spec.name)]
+    return found
 
 
 @app.command()

@@ -48,6 +48,14 @@ def render(report: Report) -> str:
             f"  {a.name:<28} needs {format_bytes(a.needed):<11} {'fits now' if a.fits else 'does not fit now'}"
             for a in report.alternatives
         ]
+    if report.tuned:
+        lines += ["", "TUNED HERE (inferrelay tune)"]
+        lines += [
+            f"  {t['model']:<24} {t['engine']:<9} {t['precision']:<9} "
+            f"{(format(t['value'], '.1f') + ' ' + t['metric']) if t['value'] is not None else 'failed'}"
+            f"{'  (stale)' if t['stale'] else ''}"
+            for t in report.tuned
+        ]
     lines += ["", "usable: yes" if report.usable else "usable: NO"]
     return "\n".join(lines)
 

@@ -50,6 +50,8 @@ class Report:
     engines: list[EngineVerdict] = field(default_factory=list)
     memory: list[DeviceFit] = field(default_factory=list)
     alternatives: list[Alternative] = field(default_factory=list)
+    tuned: list[dict[str, Any]] = field(default_factory=list)
+    """What `inferrelay tune` measured here for the models served from this path (tune/book.py)."""
 
     @property
     def usable(self) -> bool:
@@ -69,6 +71,7 @@ class Report:
             "engines": [asdict(e) for e in self.engines],
             "memory": [asdict(m) for m in self.memory],
             "alternatives": [asdict(a) for a in self.alternatives],
+            "tuned": self.tuned,
         }
 
 

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from inferrelay.config.embedded import MINILM
+from inferrelay.config.sources import resolve_source
 
 pytestmark = pytest.mark.slow
 
@@ -50,6 +51,13 @@ def test_tune_measures_each_engine_and_the_server_follows_the_order(home: Path, 
             assert row["accuracy"] >= 0.999
     order = measured_order(rows)
     assert result["chain"][: len(order)] == order
+
+    folder = resolve_source(MINILM.source).path
+    doctor = subprocess.run([sys.executable, "-m", "inferrelay.cli", "doctor", str(folder), "--json"],
+                            env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert doctor.returncode == 0, doctor.stderr
+    tuned = json.loads(doctor.stdout)["tuned"]
+    assert {(t["engine"], t["precision"]) for t in tuned} == {(r["engine"], r["precision"]) for r in rows}
 
     server = start_server(home)
     view = httpx.get(f"{server.url}/api/v1/runtime/models/{MINILM.name}", timeout=30).json()
