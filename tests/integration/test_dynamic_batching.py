@@ -92,12 +92,13 @@ def test_gathered_requests_get_the_vectors_each_gets_alone(loaded: Loaded) -> No
     assert all(e.prompt_tokens > 0 for e in gathered)
 
 
-def test_an_over_long_input_fails_its_own_caller_only(loaded: Loaded) -> None:
+def test_an_over_long_input_refused_fails_its_own_caller_only(loaded: Loaded) -> None:
     pool, slot = loaded.pool, loaded.slot
 
     async def together() -> list[Embeddings | BaseException]:
-        requests = [REQUESTS[0], ["fine", TOO_LONG], REQUESTS[2]]
-        return await asyncio.gather(*(work.embed(pool, slot, texts) for texts in requests), return_exceptions=True)
+        requests = [(REQUESTS[0], None), (["fine", TOO_LONG], False), (REQUESTS[2], None)]  # False: refuse, not cut
+        calls = (work.embed(pool, slot, texts, truncate) for texts, truncate in requests)
+        return await asyncio.gather(*calls, return_exceptions=True)
 
     first, failed, last = loaded.run(together())
     assert isinstance(failed, InferrelayError)
