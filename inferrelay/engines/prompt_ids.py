@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
@@ -162,21 +163,30 @@ def _split_at_controls(piece: str, tokenizer: PromptTokenizer) -> list[str | int
 
 
 class HFPromptTokenizer:
-    """A transformers tokenizer (torch, vllm): `split_special_tokens` reads special-token text as text."""
+    """A transformers tokenizer (torch, vllm): `split_special_tokens` reads special-token text as text.
+
+    A fast tokenizer applies `split_special_tokens` by setting a flag on its one Rust tokenizer for the call, so
+    two threads encoding at once (a batching engine's callers) could each tokenize under the other's flag: the
+    template's control tokens split into text. Every call here holds one lock."""
 
     def __init__(self, tokenizer: Any) -> None:
         self._tokenizer = tokenizer
         self._controls = {i: t.content for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+        self._lock = threading.Lock()
+
+    def _ids(self, text: str, **options: bool) -> list[int]:
+        with self._lock:
+            return [int(t) for t in self._tokenizer(text, **options)["input_ids"]]
 
     def with_special(self, text: str) -> list[int]:
-        return [int(t) for t in self._tokenizer(text, add_special_tokens=False)["input_ids"]]
+        return self._ids(text, add_special_tokens=False, split_special_tokens=False)
 
     def as_text(self, text: str) -> list[int]:
-        return [int(t) for t in self._tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]]
+        return self._ids(text, add_special_tokens=False, split_special_tokens=True)
 
     def control_text(self, token: int) -> str | None:
         return self._controls.get(token)
 
     def prompt(self, text: str) -> list[int]:
         """A completion's prompt: the tokenizer's own additions (a BOS), special-token text as text."""
-        return [int(t) for t in self._tokenizer(text, split_special_tokens=True)["input_ids"]]
+        return self._ids(text, split_special_tokens=True)
