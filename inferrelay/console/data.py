@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from inferrelay.batch.manifest import Manifest
-from inferrelay.observe.queries import _percentile
+from inferrelay.observe.queries import _percentile, matching
 
 MAX_ROWS = 500
 
@@ -18,21 +18,7 @@ def rows(
     db: sqlite3.Connection, model: str | None, outcome: str | None, since_s: float | None, limit: int
 ) -> list[dict[str, Any]]:
     """Newest first; `outcome` is success, failed (anything else) or one error kind."""
-    where: list[str] = ["1"]
-    args: list[object] = []
-    if model:
-        where.append("model = ?")
-        args.append(model)
-    if outcome == "failed":
-        where.append("outcome != 'success'")
-    elif outcome:
-        where.append("outcome = ?")
-        args.append(outcome)
-    if since_s is not None:
-        where.append("at >= ?")
-        args.append(time.time() - since_s)
-    query = f"SELECT * FROM requests WHERE {' AND '.join(where)} ORDER BY at DESC, id DESC LIMIT ?"
-    return [_row(r) for r in db.execute(query, [*args, min(limit, MAX_ROWS)])]
+    return [_row(r) for r in matching(db, model, outcome, since_s, min(limit, MAX_ROWS))]
 
 
 def one(db: sqlite3.Connection, request_id: str) -> dict[str, Any] | None:

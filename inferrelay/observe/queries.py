@@ -21,21 +21,31 @@ def open_log(home: Path) -> sqlite3.Connection | None:
     return db
 
 
-def recent(
-    db: sqlite3.Connection, model: str | None, since_s: float | None, failed: bool, limit: int
-) -> list[dict[str, Any]]:
+def matching(
+    db: sqlite3.Connection, model: str | None, outcome: str | None, since_s: float | None, limit: int
+) -> list[sqlite3.Row]:
+    """Rows newest first; `outcome` is success, failed (anything else) or one error kind; None: any."""
     where: list[str] = ["1"]
     args: list[object] = []
     if model:
         where.append("model = ?")
         args.append(model)
+    if outcome == "failed":
+        where.append("outcome != 'success'")
+    elif outcome:
+        where.append("outcome = ?")
+        args.append(outcome)
     if since_s is not None:
         where.append("at >= ?")
         args.append(time.time() - since_s)
-    if failed:
-        where.append("outcome != 'success'")
     query = f"SELECT * FROM requests WHERE {' AND '.join(where)} ORDER BY at DESC, id DESC LIMIT ?"
-    rows = [dict(r) for r in db.execute(query, [*args, limit])]
+    return list(db.execute(query, [*args, limit]))
+
+
+def recent(
+    db: sqlite3.Connection, model: str | None, since_s: float | None, failed: bool, limit: int
+) -> list[dict[str, Any]]:
+    rows = [dict(r) for r in matching(db, model, "failed" if failed else None, since_s, limit)]
     for row in rows:
         row["attempts"] = json.loads(row["attempts"])
     return rows
