@@ -28,6 +28,17 @@ def test_home() -> Path:
     return home
 
 
+@pytest.fixture
+def own_home(tmp_path: Path, test_home: Path) -> Path:
+    """A server home of the test's own (its keys, registry, log), sharing the test home's content-addressed cache,
+    so the ONNX exports are built once."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (test_home / "cache").mkdir(exist_ok=True)
+    (home / "cache").symlink_to(test_home / "cache")
+    return home
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -38,11 +38,8 @@ def make_key(home: Path, name: str, *args: str) -> str:
 
 
 @pytest.fixture
-def home(tmp_path: Path, test_home: Path) -> Path:
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "cache").symlink_to(test_home / "cache")  # the ONNX export is built once per test home
-    return home
+def home(own_home: Path) -> Path:
+    return own_home
 
 
 def client(server: Any, key: str | None) -> openai.OpenAI:

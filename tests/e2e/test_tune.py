@@ -21,11 +21,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def home(tmp_path: Path, test_home: Path) -> Path:
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "cache").symlink_to(test_home / "cache")  # the ONNX export is built once per test home
-    return home
+def home(own_home: Path) -> Path:
+    return own_home
 
 
 def measured_order(rows: list[dict[str, Any]]) -> list[str]:
