@@ -282,6 +282,14 @@ def _nothing() -> Iterator[None]:
     yield
 
 
+def versus(results: dict[str, dict[int, dict[str, float]]], name: str, base: str, concurrency: int) -> str:
+    r, b = results[name][concurrency], results[base][concurrency]
+    return (
+        f"\n{name} vs {base} at concurrency {concurrency}: "
+        f"throughput {r['rps'] / b['rps']:.3f}x, median {r['median_ms'] - b['median_ms']:+.3f} ms"
+    )
+
+
 def report(results: dict[str, dict[int, dict[str, float]]]) -> None:
     direct = results["direct"]
     rows = [
@@ -296,21 +304,10 @@ def report(results: dict[str, dict[int, dict[str, float]]]) -> None:
             rows.append(f"| {name} | {concurrency} | {figures} |")
     if "inferrelay-bare" in results:
         for concurrency in (1, 16):
-            bare = results["inferrelay-bare"][concurrency]
             for name in ("inferrelay", "inferrelay-tracing"):
-                r = results[name][concurrency]
-                ratio, added = r["rps"] / bare["rps"], r["median_ms"] - bare["median_ms"]
-                rows.append(
-                    f"\n{name} vs inferrelay-bare at concurrency {concurrency}: "
-                    f"throughput {ratio:.3f}x, median {added:+.3f} ms"
-                )
+                rows.append(versus(results, name, "inferrelay-bare", concurrency))
     if "inferrelay-keys" in results:
-        for concurrency in (1, 16):
-            plain, keyed = results["inferrelay"][concurrency], results["inferrelay-keys"][concurrency]
-            rows.append(
-                f"\ninferrelay-keys vs inferrelay at concurrency {concurrency}: throughput "
-                f"{keyed['rps'] / plain['rps']:.3f}x, median {keyed['median_ms'] - plain['median_ms']:+.3f} ms"
-            )
+        rows += [versus(results, "inferrelay-keys", "inferrelay", concurrency) for concurrency in (1, 16)]
     if "inferrelay-redis" in results:
         for concurrency in (1, 16):
             local, shared = results["inferrelay-limits"][concurrency], results["inferrelay-redis"][concurrency]
