@@ -26,7 +26,9 @@ from inferrelay.observe import tracing
 from inferrelay.runtime.crashes import CrashHistory
 from inferrelay.runtime.eviction import choose_victims, holders
 from inferrelay.runtime.memory import available_bytes, format_bytes, process_rss, release_freed
+from inferrelay.runtime.model_host import host_address
 from inferrelay.runtime.placement import Planned, plan_load
+from inferrelay.runtime.shared_workers import start_shared_worker
 from inferrelay.runtime.slots import LoadedSlot, Placement
 from inferrelay.runtime.workers import WorkerCrashed, WorkerModel, start_worker
 
@@ -204,7 +206,8 @@ class ModelPool:
         before, started = process_rss(), time.perf_counter()
         if isolated:
             self.crashes.started((spec.name, engine.name))
-            model = start_worker(engine, placed, planned.device, self._home)
+            start = start_shared_worker if host_address() else start_worker  # one per machine under --workers
+            model = start(engine, placed, planned.device, self._home)
         else:
             model = engine.load(placed, planned.device, self._home)
         seconds = time.perf_counter() - started

@@ -1,6 +1,12 @@
 """The engine worker process: one loaded model, serving the server over one socket until told to stop or orphaned.
 
     python -m inferrelay.runtime.worker_main --engine ENGINE --model MODEL --fd N
+    python -m inferrelay.runtime.worker_main --engine ENGINE --model MODEL --listen PATH
+
+With `--listen` (the model host of `serve --workers`, runtime/model_host.py) it
+serves every server process of the machine: its first connection is the
+host's (it loads the model and, when the last server lets go, closes it);
+each server connects after, and a server that goes only loses its own calls.
 
 Its argv names the engine and the model, so `ps` shows which worker is
 which. It loads the model, runs it once (the smoke run: one token, or one
@@ -23,7 +29,8 @@ import queue
 import signal
 import sys
 import threading
-from multiprocessing.connection import Connection
+from multiprocessing import AuthenticationError
+from multiprocessing.connection import Connection, Listener
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +39,7 @@ from inferrelay.config.schema import ModelSpec
 from inferrelay.engines.base import EmbeddingModel, Engine, LoadedModel, TextModel
 from inferrelay.errors import classify
 from inferrelay.runtime.memory import process_rss
+from inferrelay.runtime.model_host import host_key
 from inferrelay.runtime.worker_protocol import Reply, Request, error_reply
 
 log = logging.getLogger("inferrelay.worker")
@@ -65,20 +73,38 @@ class Replies:
             self._conn.send(reply)
 
 
-class Calls:
-    """The calls in flight. A model with `parallel` 1 is run on the main thread, one call at a time, as a
-    worker always ran it; one with more runs each call on a thread of its own, at most `parallel` at once."""
+class Held:
+    """The loaded model and its gate, shared by every connection: at most `parallel` calls run at once."""
 
-    def __init__(self, replies: Replies) -> None:
-        self.replies = replies
+    def __init__(self) -> None:
         self.model: LoadedModel | None = None
-        self._gate = threading.Semaphore(1)
-        self._cancels: dict[int, Cancellation] = {}
-        self._threads: list[threading.Thread] = []
+        self.gate = threading.Semaphore(1)
+        self.threads: list[threading.Thread] = []
 
     def loaded(self, model: LoadedModel) -> None:
         self.model = model
-        self._gate = threading.Semaphore(max(1, model.parallel))
+        self.gate = threading.Semaphore(max(1, model.parallel))
+
+    def finish(self, timeout: float = 5.0) -> None:
+        """Let the calls in flight end (a model is not closed under a running call), then close the model."""
+        for thread in self.threads:
+            thread.join(timeout)
+        if self.model is not None:
+            self.model.close()
+
+
+class Calls:
+    """One connection's calls in flight. A model with `parallel` 1 is run on the main thread, one call at a time,
+    as a worker always ran it; one with more runs each call on a thread of its own, at most `parallel` at once."""
+
+    def __init__(self, replies: Replies, held: Held) -> None:
+        self.replies = replies
+        self.held = held
+        self._cancels: dict[int, Cancellation] = {}
+
+    @property
+    def model(self) -> LoadedModel | None:
+        return self.held.model
 
     def arrived(self, call: int) -> None:
         """Seen by the reading thread, so that a cancel that follows at once finds its call."""
@@ -89,25 +115,23 @@ class Calls:
         if event is not None:  # None: it ended before the cancel came
             event.set()
 
+    def cancel_all(self) -> None:
+        """Its server is gone: nobody reads these calls' answers any more."""
+        for event in list(self._cancels.values()):
+            event.set()
+
     def run(self, call: int, op: str, argument: Any) -> None:
         if self.model is None or self.model.parallel <= 1:
             self._serve(call, op, argument)
             return
         thread = threading.Thread(target=self._serve, args=(call, op, argument), daemon=True)
-        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        self.held.threads = [t for t in self.held.threads if t.is_alive()] + [thread]
         thread.start()
-
-    def finish(self, timeout: float = 5.0) -> None:
-        """Let the calls in flight end (a model is not closed under a running call), then close the model."""
-        for thread in self._threads:
-            thread.join(timeout)
-        if self.model is not None:
-            self.model.close()
 
     def _serve(self, call: int, op: str, argument: Any) -> None:
         cancel = self._cancels.get(call) or Cancellation()
         try:
-            with self._gate, within(cancel):  # a generation checks it between pieces (TextModel.generate)
+            with self.held.gate, within(cancel):  # a generation checks it between pieces (TextModel.generate)
                 if op == "embed":
                     assert isinstance(self.model, EmbeddingModel)
                     texts, truncate = argument
@@ -124,42 +148,63 @@ class Calls:
             self._cancels.pop(call, None)
 
 
-def read_requests(conn: Connection, calls: Calls, inbox: queue.SimpleQueue[Request | None]) -> None:
-    """The reading thread: a cancel takes effect here, at once; every other request goes to the main thread."""
+Inbox = queue.SimpleQueue[tuple[Calls, Request] | None]
+
+
+def read_requests(conn: Connection, calls: Calls, inbox: Inbox, owner: bool = True) -> None:
+    """A connection's reading thread: a cancel takes effect here, at once; every other request goes to the main
+    thread. The owner's end (the only server's, or the model host's) ends the worker; another's, its calls."""
     while True:
         try:
             request: Request = conn.recv()
-        except (EOFError, OSError):  # the server is gone
-            inbox.put(None)
+        except (EOFError, OSError):  # that server is gone
+            calls.cancel_all()
+            if owner:
+                inbox.put(None)
             return
         if request[1] == "cancel":
             calls.cancel(request[0])
             continue
         calls.arrived(request[0])
-        inbox.put(request)
+        inbox.put((calls, request))
 
 
-def serve(conn: Connection) -> None:
-    replies = Replies(conn)
-    calls = Calls(replies)
-    inbox: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
-    threading.Thread(target=read_requests, args=(conn, calls, inbox), daemon=True).start()
-    while (request := inbox.get()) is not None:
-        call, op = request[0], request[1]
+def serve(conn: Connection, listener: Listener | None = None) -> None:
+    """Serve `conn` (the owner) and, with a listener, every server that connects to it once the model is loaded."""
+    held = Held()
+    inbox: Inbox = queue.SimpleQueue()
+    threading.Thread(target=read_requests, args=(conn, Calls(Replies(conn), held), inbox), daemon=True).start()
+    while (item := inbox.get()) is not None:
+        calls, (call, op, *arguments) = item
         if op == "close":
-            calls.finish()
-            replies.send((call, "closed"))
+            held.finish()
+            calls.replies.send((call, "closed"))
             return
         if op == "load":  # alone, before any other call
             try:
                 before = process_rss()
-                model = load(*request[2:])
-                calls.loaded(model)
-                replies.send((call, "loaded", model.context_length, max(0, process_rss() - before), model.parallel))
+                model = load(*arguments)
+                held.loaded(model)
+                loaded = (call, "loaded", model.context_length, max(0, process_rss() - before), model.parallel)
             except Exception as exc:
-                replies.send(error_reply(call, classify(exc, loading=True)))
+                calls.replies.send(error_reply(call, classify(exc, loading=True)))
+                continue
+            if listener is not None:  # others may call once it is loaded
+                threading.Thread(target=accept, args=(listener, held, inbox), daemon=True).start()
+            calls.replies.send(loaded)
         else:
-            calls.run(call, op, request[2])
+            calls.run(call, op, arguments[0])
+
+
+def accept(listener: Listener, held: Held, inbox: Inbox) -> None:
+    """Each server process of the machine that connects: its calls, on a reading thread of its own."""
+    while True:
+        try:
+            conn = listener.accept()
+        except (OSError, EOFError, AuthenticationError):  # a caller without the host's key is turned away
+            continue
+        calls = Calls(Replies(conn), held)
+        threading.Thread(target=read_requests, args=(conn, calls, inbox, False), daemon=True).start()
 
 
 def load(reference: str, spec: dict[str, Any], device: str, home: str) -> LoadedModel:
@@ -187,12 +232,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="an inferrelay engine worker (started by the server)")
     parser.add_argument("--engine", required=True)
     parser.add_argument("--model", required=True)
-    parser.add_argument("--fd", type=int, required=True)
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--fd", type=int, help="the one server's end of a socket pair")
+    where.add_argument("--listen", help="a Unix socket every server process of the machine connects to")
     options = parser.parse_args()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle: it closes its workers
     die_with_parent()
     logging.basicConfig(level=os.environ.get("INFERRELAY_WORKER_LOG_LEVEL", "WARNING"), stream=sys.stderr)
-    serve(Connection(options.fd))
+    if options.fd is not None:
+        serve(Connection(options.fd))
+        return
+    listener = Listener(options.listen, "AF_UNIX", authkey=host_key())
+    serve(listener.accept(), listener)  # the first to connect is the host, which started it
 
 
 if __name__ == "__main__":

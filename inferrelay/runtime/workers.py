@@ -42,21 +42,15 @@ log = logging.getLogger(__name__)
 
 
 class WorkerProcess:
-    """One worker process and its end of the socket. Several threads may call it at once, up to the model's
-    `parallel`: each call has an id and a queue, and one reader thread hands each reply to its call's queue."""
+    """A worker process at the other end of `conn`. Several threads may call it at once, up to the model's
+    `parallel`: each call has an id and a queue, and one reader thread hands each reply to its call's queue.
+    OwnWorker below is a worker this server started; runtime/shared_workers.py's, one the model host did."""
 
-    def __init__(self, engine: Engine, spec: ModelSpec) -> None:
+    def __init__(self, engine: Engine, spec: ModelSpec, conn: Connection, pid: int) -> None:
         self.engine = engine
         self.spec = spec
-        ours, theirs = socket.socketpair()
-        command = [
-            sys.executable, "-m", "inferrelay.runtime.worker_main",
-            "--engine", engine.name, "--model", spec.name, "--fd", str(theirs.fileno()),
-        ]  # fmt: skip
-        env = {**os.environ, "INFERRELAY_WORKER": f"{engine.name}/{spec.name}"}
-        self.process = subprocess.Popen(command, pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL)
-        theirs.close()
-        self._conn = Connection(ours.detach())
+        self._pid = pid
+        self._conn = conn
         self._send_lock = threading.Lock()
         self._calls: dict[int, queue.SimpleQueue[Reply]] = {}
         self._gated: set[int] = set()  # the calls holding a place of the gate
@@ -65,16 +59,28 @@ class WorkerProcess:
         self._gate = threading.BoundedSemaphore(1)  # the model's `parallel` once it is loaded
         self._death: tuple[str, str, str] | None = None
         self._stopping = False
+        self._gone = False  # its socket closed
         self._reader = threading.Thread(target=self._read, name=f"worker-{self.pid}", daemon=True)
         self._reader.start()
 
     @property
     def pid(self) -> int:
-        return self.process.pid
+        return self._pid
 
     @property
     def alive(self) -> bool:
-        return self.process.poll() is None
+        return not self._gone
+
+    def returncode(self) -> int | None:
+        """How the worker ended, once it has (None: not known)."""
+        raise NotImplementedError
+
+    def servers(self) -> int | None:
+        """How many server processes call this worker: this one only, unless the model host shares it."""
+        return 1
+
+    def stop(self, timeout: float = 10.0) -> None:
+        raise NotImplementedError
 
     def resident_bytes(self) -> int | None:
         """The worker's resident memory now (Linux), None once it is gone."""
@@ -127,6 +133,7 @@ class WorkerProcess:
             try:
                 reply: Reply = self._conn.recv()
             except (EOFError, OSError):
+                self._gone = True
                 break
             call, rest = reply[0], reply[1:]
             with self._calls_lock:
@@ -166,11 +173,7 @@ class WorkerProcess:
         with self._calls_lock:
             death = self._death
         if death is None:
-            try:
-                returncode = self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                returncode = self.process.wait()
+            returncode = self.returncode()
             how = death_of(returncode)
             message = f"the {self.engine.name} worker for {self.spec.name} (pid {self.pid}) died of {how}"
             with self._calls_lock:
@@ -179,6 +182,32 @@ class WorkerProcess:
                     self._death = (message, self.engine.crash_hint(signal_name(returncode)), signal_name(returncode))
                 death = self._death
         return WorkerCrashed(*death)
+
+
+class OwnWorker(WorkerProcess):
+    """A worker this server started, connected by a socket pair; it dies with the server."""
+
+    def __init__(self, engine: Engine, spec: ModelSpec) -> None:
+        ours, theirs = socket.socketpair()
+        command = [
+            sys.executable, "-m", "inferrelay.runtime.worker_main",
+            "--engine", engine.name, "--model", spec.name, "--fd", str(theirs.fileno()),
+        ]  # fmt: skip
+        env = {**os.environ, "INFERRELAY_WORKER": f"{engine.name}/{spec.name}"}
+        self.process = subprocess.Popen(command, pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL)
+        theirs.close()
+        super().__init__(engine, spec, Connection(ours.detach()), self.process.pid)
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def returncode(self) -> int | None:
+        try:
+            return self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Ask the worker to close its model and exit; kill it if it does not."""
@@ -215,15 +244,25 @@ class WorkerCrashed(InferrelayError):
 
 def start_worker(engine: Engine, spec: ModelSpec, device: str, home: Path) -> LoadedModel:
     """A worker with `spec` loaded on `device` and smoke-tested; its proxy, shaped like the engine's own model."""
-    worker = WorkerProcess(engine, spec)
-    reference = f"{type(engine).__module__}:{type(engine).__qualname__}"
+    worker = OwnWorker(engine, spec)
     try:
         (_, context_length, held, parallel) = worker.ask(
-            "load", reference, spec.model_dump(mode="json"), device, str(home)
+            "load", engine_reference(engine), spec.model_dump(mode="json"), device, str(home)
         )
     except BaseException:
         worker.stop(timeout=2)
         raise
+    return proxy_of(worker, context_length, held, parallel)
+
+
+def engine_reference(engine: Engine) -> str:
+    """Where the worker imports the engine from: module:class."""
+    return f"{type(engine).__module__}:{type(engine).__qualname__}"
+
+
+def proxy_of(worker: WorkerProcess, context_length: int, held: int, parallel: int) -> LoadedModel:
+    """The loaded model as the server sees it, for a worker whose model is loaded."""
+    engine, spec = worker.engine, worker.spec
     worker.allow(parallel)
     proxy: WorkerModel = WorkerEncoder(worker) if spec.is_encoder else WorkerDecoder(worker)
     proxy.engine_name = engine.name
@@ -290,4 +329,10 @@ def describe_worker(model: Any, restarts: int) -> dict[str, Any] | None:
         return None
     worker = model.worker
     alive = worker.alive
-    return {"pid": worker.pid, "alive": alive, "resident_bytes": worker.resident_bytes(), "restarts": restarts}
+    return {
+        "pid": worker.pid,
+        "alive": alive,
+        "resident_bytes": worker.resident_bytes(),
+        "restarts": restarts,
+        "servers": worker.servers(),
+    }

@@ -1,13 +1,16 @@
 """`inferrelay serve --workers N`: N server processes taking connections from one listening socket.
 
 The parent binds the port and hands the socket to each child (`serve --fd`); the kernel spreads connections.
-Each child is a whole server with its own models and state: share rate limits, cooldowns and health through
-`runtime.state` (Redis); the rest stays per process (docs/scaling.md). A child that exits is started again;
+Each child is a whole server with its own routing state: share rate limits, cooldowns and health through
+`runtime.state` (Redis); the rest stays per process (docs/scaling.md). Local models in worker processes are the
+machine's: the parent runs the model host (runtime/model_host.py), one worker per model that every child calls,
+started by the first child that loads it and closed when the last lets go. A child that exits is started again;
 SIGTERM or SIGINT to the parent drains every child (server/draining.py) and exits when they have.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -15,6 +18,8 @@ import sys
 import time
 from types import FrameType
 from typing import Any
+
+from inferrelay.runtime.model_host import ModelHost
 
 RESTART_WAIT_S = 1.0
 
@@ -24,11 +29,14 @@ def run_workers(count: int, host: str, port: int, args: list[str]) -> int:
     listener = socket.create_server((host.strip("[]"), port), family=family, backlog=2048)
     listener.set_inheritable(True)
     command = [sys.executable, "-m", "inferrelay.cli", "serve", "--fd", str(listener.fileno()), *args]
+    models = ModelHost()
+    models.start()
+    env = {**os.environ, **models.environment()}
 
     def spawn() -> subprocess.Popen[bytes]:
         # Its own session: a Ctrl-C reaches the parent only, which passes it on once.
         return subprocess.Popen(
-            command, pass_fds=(listener.fileno(),), start_new_session=True, preexec_fn=_die_with_parent
+            command, pass_fds=(listener.fileno(),), env=env, start_new_session=True, preexec_fn=_die_with_parent
         )
 
     children = [spawn() for _ in range(count)]
@@ -50,6 +58,7 @@ def run_workers(count: int, host: str, port: int, args: list[str]) -> int:
                 children[index] = spawn()
         time.sleep(0.1)
     listener.close()
+    models.close()
     return 0
 
 

@@ -1,0 +1,98 @@
+"""`serve --workers 2` loads each local model once for the machine: both server processes call one engine worker,
+started under their parent by the model host (runtime/model_host.py), which starts one again after a crash."""
+
+from __future__ import annotations
+
+import os
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.test_draining import alive, until
+
+pytestmark = pytest.mark.slow
+MODEL = "all-minilm-l6-v2"
+BOUND_S = 60
+ROUNDS = 30  # rounds of eight requests at once, until both servers have served one: a bound, not a timing
+
+
+def embed(url: str) -> httpx.Response:
+    body = {"model": MODEL, "input": ["one copy of the weights for the machine"]}
+    return httpx.post(f"{url}/v1/embeddings", json=body, timeout=BOUND_S)  # a connection of its own each time
+
+
+def children(pid: int) -> list[int]:
+    """Every thread's children (the host starts workers from a thread of its own)."""
+    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+
+
+def command_line(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+
+
+def workers_of(pid: int) -> list[tuple[str, str]]:
+    """(engine, model) of each live engine worker `pid` started."""
+    found = []
+    for child in children(pid):
+        line = command_line(child)
+        if "inferrelay.runtime.worker_main" in line and alive(str(child)):
+            found.append((line[line.index("--engine") + 1], line[line.index("--model") + 1]))
+    return found
+
+
+def shared_worker(url: str) -> dict[str, Any] | None:
+    """The model's worker as the server that answers sees it (either of the two)."""
+    models = httpx.get(f"{url}/api/v1/runtime/models", timeout=BOUND_S).json()["models"]
+    loaded = next(m for m in models if m["name"] == MODEL)["loaded"]
+    worker: dict[str, Any] | None = loaded[0]["worker"] if loaded else None
+    return worker
+
+
+def until_both_servers_hold_it(url: str) -> list[httpx.Response]:
+    answers: list[httpx.Response] = []
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(ROUNDS):
+            answers += pool.map(lambda _: embed(url), range(8))
+            worker = shared_worker(url)
+            if worker is not None and worker["servers"] == 2:
+                return answers
+    raise AssertionError(f"after {ROUNDS * 8} requests the two servers never both held {MODEL}")
+
+
+def test_two_server_processes_share_one_worker_per_model(start_server: Any, own_home: Path) -> None:
+    server = start_server(own_home, "--workers", "2")
+    parent = server.process.pid
+    servers = children(parent)
+    assert len(servers) == 2
+    assert all("serve" in command_line(pid) for pid in servers)
+
+    answers = until_both_servers_hold_it(server.url)
+    assert {a.status_code for a in answers} == {200}
+    vectors = {tuple(a.json()["data"][0]["embedding"]) for a in answers}
+    assert len(vectors) == 1, "one model, one answer, whichever server was asked"
+    assert workers_of(parent).count(("onnx", MODEL)) == 1, workers_of(parent)
+    assert all(workers_of(child) == [] for child in servers), "no server process starts a worker of its own"
+    worker = shared_worker(server.url)
+    assert worker is not None
+    assert worker["pid"] in children(parent)
+
+    os.kill(worker["pid"], signal.SIGKILL)  # each server finds it dead; the host starts one, not two
+    after = until_both_servers_hold_it(server.url)
+    assert {a.status_code for a in after} == {200}, [a.text for a in after if a.status_code != 200]
+    again = shared_worker(server.url)
+    assert again is not None
+    assert again["pid"] != worker["pid"]
+    assert again["servers"] == 2
+    machine = workers_of(parent)
+    assert len(machine) == len(set(machine)) == 1, f"one worker for the model: {machine}"
+    assert all(workers_of(child) == [] for child in servers)
+
+    started = [c for c in children(parent) if "inferrelay.runtime.worker_main" in command_line(c)]
+    assert started
+    server.process.send_signal(signal.SIGTERM)
+    server.process.wait(timeout=BOUND_S)
+    until(lambda: not any(alive(str(pid)) for pid in started), "every worker gone with the servers")
