@@ -1,10 +1,17 @@
 """`inferrelay tune MODEL`: the standard workload on every engine of the model's chain that can run here, at the
-precision it serves in and at its lower step, each bounded in time; the results go to the tuning book."""
+precision it serves in and at its lower step, each bounded in time; the results go to the tuning book.
+
+One tune at a time per home: two at once would each measure the other's load (the servers of `serve --workers N`
+each meeting a model first, or a user's `inferrelay tune` beside `runtime.tune: auto`). A tune waits for the one
+running; a server's own tune (`fresh_enough`) then takes the results the other just recorded instead of measuring.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from inferrelay.capabilities import Capability
@@ -12,7 +19,7 @@ from inferrelay.config.schema import ModelSpec
 from inferrelay.engines.registry import EngineRegistry
 from inferrelay.tune import fingerprint
 from inferrelay.tune.alone import measure_alone
-from inferrelay.tune.book import Tuning
+from inferrelay.tune.book import Tuning, TuningBook
 from inferrelay.tune.workload import Measured, accuracy, keeps_accuracy
 
 REFERENCE_ENGINES = ("torch", "onnx", "llamacpp")
@@ -41,6 +48,34 @@ def tune(
     device: str = "cpu",
     seconds: float = 3.0,
     on_step: Callable[[str], None] | None = None,
+    fresh_enough: bool = False,
+) -> list[Tuning]:
+    with one_at_a_time(home):
+        recorded = [t for t in TuningBook(home).of(spec.name) if t.fingerprint == fingerprint.digest()]
+        if fresh_enough and recorded:
+            return recorded
+        return _tune(spec, home, registry, device, seconds, on_step)
+
+
+@contextmanager
+def one_at_a_time(home: Path) -> Iterator[None]:
+    """Hold the home's tuning lock (an flock: released when its holder ends, however it ends)."""
+    home.mkdir(parents=True, exist_ok=True)
+    with (home / "tuning.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _tune(
+    spec: ModelSpec,
+    home: Path,
+    registry: EngineRegistry,
+    device: str,
+    seconds: float,
+    on_step: Callable[[str], None] | None,
 ) -> list[Tuning]:
     capability = Capability.EMBEDDINGS if Capability.EMBEDDINGS in spec.capabilities else Capability.CHAT
     metric = "sentences_per_s" if capability is Capability.EMBEDDINGS else "tokens_per_s"

@@ -4,13 +4,20 @@ wrote."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from inferrelay.config.embedded import MINILM, embedded_models
+from inferrelay.engines.registry import EngineRegistry
 from inferrelay.runtime.catalog import ModelCatalog
 from inferrelay.runtime.registry import ModelRegistry
-from inferrelay.tune import fingerprint
+from inferrelay.tune import fingerprint, run
 from inferrelay.tune.book import Tuning, TuningBook
 
 
@@ -53,3 +60,47 @@ def test_the_catalog_orders_embedded_models_but_not_a_written_chain(tmp_path: Pa
     kept = pinned.get(MINILM.name)
     assert kept is not None
     assert kept.engines == ["onnx", "torch"]
+
+
+def test_a_servers_tune_takes_what_another_recorded_while_it_waited(tmp_path: Path, monkeypatch: Any) -> None:
+    book = TuningBook(tmp_path)
+    book.record([tuning("torch", 200.0), tuning("onnx", 180.0)])
+
+    def measured(*args: Any) -> None:
+        raise AssertionError("measured again although fresh results were recorded")
+
+    monkeypatch.setattr(run, "measure_alone", measured)
+    taken = run.tune(MINILM, tmp_path, EngineRegistry.discover(), fresh_enough=True)
+    assert sorted((t.engine, t.value) for t in taken) == [("onnx", 180.0), ("torch", 200.0)]
+    with pytest.raises(AssertionError, match="measured again"):  # `inferrelay tune` always measures
+        run.tune(MINILM, tmp_path, EngineRegistry.discover())
+
+
+def test_one_tune_at_a_time_per_home(tmp_path: Path, monkeypatch: Any) -> None:
+    """Another process holds the home's tuning lock: a tune waits for it (two at once measure each other)."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(tmp_path / "tuning.lock")], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert holder.stdout is not None
+    assert holder.stdin is not None
+    assert holder.stdout.readline() == b"held\n"
+    started: list[str] = []
+    monkeypatch.setattr(run, "_tune", lambda *args: started.append("measuring") or [])
+    waiting = threading.Thread(target=run.tune, args=(MINILM, tmp_path, EngineRegistry.discover()))
+    waiting.start()
+    waiting.join(0.5)
+    assert waiting.is_alive()
+    assert started == [], "a tune started while another held the lock"
+    holder.stdin.close()  # the holder ends, and its lock with it
+    holder.wait(timeout=30)
+    waiting.join(30)
+    assert started == ["measuring"]
+
+
+HOLD_LOCK = """
+import fcntl, sys
+lock = open(sys.argv[1], "a")
+fcntl.flock(lock, fcntl.LOCK_EX)
+print("held", flush=True)
+sys.stdin.read()
+"""
