@@ -16,6 +16,7 @@ from tests.e2e.test_draining import alive, until
 
 pytestmark = pytest.mark.slow
 MODEL = "all-minilm-l6-v2"
+CHAT = "smollm2-135m-instruct"
 BOUND_S = 60
 ROUNDS = 30  # rounds of eight requests at once, until both servers have served one: a bound, not a timing
 
@@ -44,23 +45,28 @@ def workers_of(pid: int) -> list[tuple[str, str]]:
     return found
 
 
-def shared_worker(url: str) -> dict[str, Any] | None:
+def shared_worker(url: str, model: str = MODEL) -> dict[str, Any] | None:
     """The model's worker as the server that answers sees it (either of the two)."""
     models = httpx.get(f"{url}/api/v1/runtime/models", timeout=BOUND_S).json()["models"]
-    loaded = next(m for m in models if m["name"] == MODEL)["loaded"]
+    loaded = next(m for m in models if m["name"] == model)["loaded"]
     worker: dict[str, Any] | None = loaded[0]["worker"] if loaded else None
     return worker
 
 
-def until_both_servers_hold_it(url: str) -> list[httpx.Response]:
+def until_both_servers_hold_it(url: str, model: str = MODEL) -> list[httpx.Response]:
     answers: list[httpx.Response] = []
     with ThreadPoolExecutor(8) as pool:
         for _ in range(ROUNDS):
-            answers += pool.map(lambda _: embed(url), range(8))
-            worker = shared_worker(url)
+            answers += pool.map(lambda _: embed(url) if model == MODEL else chat(url), range(8))
+            worker = shared_worker(url, model)
             if worker is not None and worker["servers"] == 2:
                 return answers
-    raise AssertionError(f"after {ROUNDS * 8} requests the two servers never both held {MODEL}")
+    raise AssertionError(f"after {ROUNDS * 8} requests the two servers never both held {model}")
+
+
+def chat(url: str) -> httpx.Response:
+    body = {"model": CHAT, "messages": [{"role": "user", "content": "Hi."}], "max_tokens": 2}
+    return httpx.post(f"{url}/v1/chat/completions", json=body, timeout=BOUND_S)
 
 
 def test_two_server_processes_share_one_worker_per_model(start_server: Any, own_home: Path) -> None:
@@ -96,3 +102,39 @@ def test_two_server_processes_share_one_worker_per_model(start_server: Any, own_
     server.process.send_signal(signal.SIGTERM)
     server.process.wait(timeout=BOUND_S)
     until(lambda: not any(alive(str(pid)) for pid in started), "every worker gone with the servers")
+
+
+def test_streams_from_both_servers_through_one_chat_worker(start_server: Any, own_home: Path) -> None:
+    """Greedy chat with the official client: streamed and whole, from either server, is one answer; a stream closed
+    early by one caller leaves the others going (cancels are per server connection in the shared worker)."""
+    from openai import OpenAI
+
+    server = start_server(own_home, "--workers", "2")
+    assert {a.status_code for a in until_both_servers_hold_it(server.url, CHAT)} == {200}
+    clients = [OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0) for _ in range(8)]
+    messages = [{"role": "user", "content": "Name a river."}]
+
+    def whole(client: OpenAI) -> str:
+        answer = client.chat.completions.create(model=CHAT, messages=messages, max_tokens=12, temperature=0)
+        return answer.choices[0].message.content or ""
+
+    def streamed(client: OpenAI, stop_after: int | None = None) -> str:
+        text = ""
+        with client.chat.completions.create(
+            model=CHAT, messages=messages, max_tokens=12, temperature=0, stream=True
+        ) as stream:
+            for number, chunk in enumerate(stream):
+                if chunk.choices and chunk.choices[0].delta.content:
+                    text += chunk.choices[0].delta.content
+                if stop_after is not None and number >= stop_after:
+                    break
+        return text
+
+    with ThreadPoolExecutor(8) as pool:
+        cut = [pool.submit(streamed, c, 2) for c in clients[:2]]
+        full = list(pool.map(lambda c: streamed(c), clients[2:]))
+        answers = list(pool.map(whole, clients))
+        assert all(isinstance(f.result(timeout=BOUND_S), str) for f in cut)
+    assert len(set(full + answers)) == 1, set(full + answers)
+    assert full[0], "an answer with text"
+    assert workers_of(server.process.pid) == [("llamacpp", CHAT)], "one chat worker for both servers"
