@@ -1,15 +1,23 @@
-"""`inferrelay batch embed` against sentence-transformers and against the bare ONNX loop, on the same sentences.
+"""`inferrelay batch embed` against sentence-transformers and the bare loop of its engine, on the same sentences.
 
-In one run, on 10,000 generated sentences with all-minilm-l6-v2:
-- sentence-transformers' `encode` on the packaged model (batch 32, CPU), whose vectors are the reference;
-- for the fp32 encoder and the int8 one (`--dtype int8`): `inferrelay batch embed` as a user
-  runs it (a process, checkpoints on), timed end to end and by its own figure (rows over
-  compute time, without start-up), and its vectors' cosine to the reference; and the bare
-  loop: the same ONNX encoder called over length-sorted batches of 32 in this process, with
-  no manifest and no checkpoints (the ceiling);
-and the time a resume loses: a job killed half way, then run again.
+On 10,000 generated sentences (3-60 words) with all-minilm-l6-v2, on the CPU, batches of 32, every
+contender in a fresh process, its model loaded before its clock starts, the texts already read:
+- `st`: sentence-transformers' `encode` on the packaged model (fp32), whose vectors are the reference;
+- `job-ENGINE`: `inferrelay batch embed --engine ENGINE --dtype float32` as a user runs it (a process,
+  checkpoints, manifest and Parquet output on), by its own figure: rows over the job's run (from its
+  manifest's first save to its last output file), without start-up, model load and input reading;
+- `bare-ENGINE`: the same engine's encoder over length-sorted batches of 32 in one process, with no
+  manifest and no checkpoints (what the job would be with no cost of its own);
+- the same two for onnx's int8 encoder (`--dtype int8`; not at sentence-transformers' precision).
+Each engine is named (`--engine`), so the figures do not depend on the tunings the home holds.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/batch.py [--rows 10000] [--ray]
+The contenders run in rounds, each round every contender once, the order rotated each round (a
+machine's load drifts); each figure is the median of its rounds with its spread (min-max), and each
+ratio is the median of the rounds' paired ratios. The 1-minute load average before each run is kept:
+numbers from a machine whose load was not under 0.5 are noisy. Then the time a resume loses: a job
+killed half way, then run again.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/batch.py [--rows 10000] [--repeat 3] [--engines torch onnx] [--ray]
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import os
 import random
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,26 +47,9 @@ from inferrelay.config.schema import Settings  # noqa: E402
 from inferrelay.config.sources import resolve_source  # noqa: E402
 
 HOME = REPO / ".cache" / "test-home"
-WORDS = [
-    "the",
-    "a",
-    "cat",
-    "dog",
-    "sat",
-    "ran",
-    "on",
-    "under",
-    "mat",
-    "tree",
-    "quickly",
-    "slowly",
-    "red",
-    "blue",
-    "small",
-    "large",
-    "river",
-    "city",
-]
+WORDS = ["the", "a", "cat", "dog", "sat", "ran", "on", "under", "mat", "tree"]
+WORDS += ["quickly", "slowly", "red", "blue", "small", "large", "river", "city"]
+BATCH = 32
 
 
 def sentences(n: int) -> list[str]:
@@ -67,55 +59,57 @@ def sentences(n: int) -> list[str]:
 
 def batch_job(source: Path, out: Path, *options: str) -> subprocess.Popen[str]:
     env = {**os.environ, "INFERRELAY_HOME": str(HOME), "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled"}
-    command = [
-        sys.executable,
-        "-m",
-        "inferrelay.cli",
-        "batch",
-        "embed",
-        str(source),
-        "-o",
-        str(out),
-        "--model",
-        MINILM.name,
-        "--no-progress",
-        *options,
-    ]
+    command = [sys.executable, "-m", "inferrelay.cli", "batch", "embed", str(source), "-o", str(out)]
+    command += ["--model", MINILM.name, "--batch-size", str(BATCH), "--no-progress", *options]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
 
-def contender(kind: str, dtype: str, source: Path, save: Path | None) -> float:
-    """One measured run in this (fresh) process: sentence-transformers or the bare ONNX loop; rows per second.
-
-    The bare loop is the ceiling: the encoder the job loads, over length-sorted
-    batches of 32, with no manifest and no checkpoints.
-    """
+def contender(name: str, source: Path, save: Path | None) -> float:
+    """One measured run in this (fresh) process, `st` or `bare-ENGINE[-int8]`; rows per second."""
     texts = [json.loads(line)["text"] for line in source.read_text().splitlines()]
-    if kind == "st":
+    if name == "st":
         from sentence_transformers import SentenceTransformer
 
         model = SentenceTransformer(str(resolve_source(MINILM.source).path), device="cpu")
         started = time.perf_counter()
-        vectors = model.encode(texts, batch_size=32)
+        vectors = model.encode(texts, batch_size=BATCH)
     else:
         from inferrelay.batch.model import load_model
         from inferrelay.engines.base import EmbeddingModel
         from inferrelay.routing.batching import embed_sorted
 
-        encoder = load_model(MINILM.name, Settings(models=[MINILM], home=HOME), dtype=dtype)
+        engine, dtype = parse(name)
+        encoder = load_model(MINILM.name, Settings(models=[MINILM], home=HOME), engine=engine, dtype=dtype)
         assert isinstance(encoder, EmbeddingModel)
+        assert encoder.engine_name == engine
         started = time.perf_counter()
-        vectors = embed_sorted(encoder, texts, 32).vectors
+        vectors = embed_sorted(encoder, texts, BATCH).vectors
     rate = len(texts) / (time.perf_counter() - started)
     if save is not None:
         np.save(save, vectors)
     return rate
 
 
-def measure(kind: str, dtype: str, source: Path, save: Path | None = None) -> float:
-    command = [sys.executable, __file__, "--contender", kind, "--dtype", dtype, "--input", str(source)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([*command, *(["--save", str(save)] if save else [])], env=env, capture_output=True, text=True)
+def parse(name: str) -> tuple[str, str]:
+    """`job-onnx-int8` -> ("onnx", "int8"); `bare-torch` -> ("torch", "float32")."""
+    _, engine, *dtype = name.split("-")
+    return engine, dtype[0] if dtype else "float32"
+
+
+def run_once(name: str, source: Path, out: Path, save: Path | None) -> float:
+    """Rows per second of one run of `name`, each in a process of its own."""
+    if name.startswith("job-"):
+        engine, dtype = parse(name)
+        stdout, _ = batch_job(source, out, "--engine", engine, "--dtype", dtype).communicate()
+        rows, seconds = computed_rate(stdout)
+        return rows / seconds
+    command = [sys.executable, __file__, "--contender", name, "--input", str(source)]
+    done = subprocess.run(
+        [*command, *(["--save", str(save)] if save else [])],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     return float(done.stdout.split()[-1])
 
@@ -126,73 +120,90 @@ def computed_rate(stdout: str) -> tuple[int, float]:
     return int(match.group(1)), float(match.group(2))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=10_000)
-    parser.add_argument("--ray", action="store_true", help="also the same job on a local Ray with one actor")
-    parser.add_argument("--repeat", type=int, default=2, help="runs of each contender; the best counts")
-    parser.add_argument("--contender", choices=["st", "bare"], help=argparse.SUPPRESS)
-    parser.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
-    parser.add_argument("--input", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--save", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.contender:
-        print(f"rate: {contender(args.contender, args.dtype, args.input, args.save)}")
-        return
-    texts = sentences(args.rows)
-    work = Path(tempfile.mkdtemp(prefix="inferrelay-batch-"))
-    source = work / "in.jsonl"
-    source.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-    results: dict[str, float] = {}
+def rounds(names: list[str], source: Path, work: Path, repeat: int) -> tuple[dict[str, list[float]], list[float]]:
+    """Every contender once a round, the order rotated each round; the rates and the load before each run."""
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    loads = []
+    for attempt in range(repeat):
+        shift = attempt % len(names)
+        for name in names[shift:] + names[:shift]:
+            loads.append(os.getloadavg()[0])
+            save = work / "reference.npy" if name == "st" and attempt == 0 else None
+            rates[name].append(run_once(name, source, work / f"out-{name}-{attempt}", save))
+            print(f"round {attempt}: {name} {rates[name][-1]:.1f} rows/s (load {loads[-1]:.2f})", flush=True)
+    return rates, loads
 
-    # Every contender runs in a fresh process, in rounds (each round runs each once); the best run counts.
-    reference_file = work / "reference.npy"
-    rates: dict[str, list[float]] = {}
-    for attempt in range(args.repeat):
-        rates.setdefault("st", []).append(measure("st", "float32", source, reference_file))
-        for dtype in ("float32", "int8"):
-            started = time.perf_counter()
-            stdout, _ = batch_job(source, work / f"out-{dtype}-{attempt}", "--dtype", dtype).communicate()
-            results[f"{dtype}_end_to_end_s"] = time.perf_counter() - started
-            rows, seconds = computed_rate(stdout)
-            rates.setdefault(f"job-{dtype}", []).append(rows / seconds)
-            rates.setdefault(f"bare-{dtype}", []).append(measure("bare", dtype, source))
-    results["sentence_transformers_rows_per_s"] = max(rates["st"])
-    reference = np.load(reference_file)
-    for dtype in ("float32", "int8"):
-        rate = results[f"{dtype}_inferrelay_rows_per_s"] = max(rates[f"job-{dtype}"])
-        results[f"{dtype}_bare_onnx_rows_per_s"] = max(rates[f"bare-{dtype}"])
-        results[f"{dtype}_vs_sentence_transformers"] = rate / results["sentence_transformers_rows_per_s"]
-        results[f"{dtype}_vs_bare_onnx"] = rate / results[f"{dtype}_bare_onnx_rows_per_s"]
-        vectors = np.stack(pd.read_parquet(work / f"out-{dtype}-0")["embedding"].to_numpy())
-        cosines = (
-            np.sum(vectors * reference, axis=1) / np.linalg.norm(vectors, axis=1) / np.linalg.norm(reference, axis=1)
-        )
-        results[f"{dtype}_min_cosine_to_sentence_transformers"] = float(cosines.min())
-        results[f"{dtype}_mean_cosine_to_sentence_transformers"] = float(cosines.mean())
 
+def summarize(rates: dict[str, list[float]], work: Path) -> dict[str, object]:
+    results: dict[str, object] = {}
+    for name, runs in rates.items():
+        results[f"{name}_rows_per_s"] = statistics.median(runs)
+        results[f"{name}_spread"] = [min(runs), max(runs)]
+    reference = np.load(work / "reference.npy")
+    for name, runs in rates.items():
+        if not name.startswith("job-"):
+            continue
+        for base in ("st", "bare" + name.removeprefix("job")):
+            paired = [job / other for job, other in zip(runs, rates[base], strict=True)]
+            results[f"{name}_vs_{base}"] = statistics.median(paired)
+            results[f"{name}_vs_{base}_spread"] = [min(paired), max(paired)]
+        vectors = np.stack(pd.read_parquet(work / f"out-{name}-0")["embedding"].to_numpy())
+        cosines = np.sum(vectors * reference, axis=1) / np.linalg.norm(vectors, axis=1)
+        cosines /= np.linalg.norm(reference, axis=1)
+        results[f"{name}_min_cosine_to_st"] = float(cosines.min())
+        results[f"{name}_mean_cosine_to_st"] = float(cosines.mean())
+    return results
+
+
+def resume_loss(source: Path, work: Path, rows: int) -> dict[str, object]:
+    """A job (the chain's first engine) killed about half way, then resumed: rows computed twice, and the time."""
+    started = time.perf_counter()
+    batch_job(source, work / "whole").communicate()
     killed = batch_job(source, work / "resumed")
-    time.sleep(results["float32_end_to_end_s"] / 2)  # a kill about half way
+    time.sleep((time.perf_counter() - started) / 2)
     killed.send_signal(signal.SIGKILL)
     killed.wait()
     manifest = json.loads((work / "resumed" / "_manifest.json").read_text())
     done_at_kill = sum(s["rows_done"] for s in manifest["shards"])
     started = time.perf_counter()
     resumed, _ = batch_job(source, work / "resumed").communicate()
-    resume_s = time.perf_counter() - started
     recomputed, _ = computed_rate(resumed)
-    results["resume_rows_done_at_kill"] = done_at_kill
-    results["resume_rows_recomputed"] = recomputed - (args.rows - done_at_kill)
-    results["resume_s"] = resume_s
+    return {
+        "resume_rows_done_at_kill": done_at_kill,
+        "resume_rows_recomputed": recomputed - (rows - done_at_kill),
+        "resume_s": time.perf_counter() - started,
+    }
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=3, help="rounds; each figure is the median of its rounds")
+    parser.add_argument("--engines", nargs="+", default=["torch", "onnx"], help="fp32 engines to run the job on")
+    parser.add_argument("--no-int8", action="store_true", help="leave out onnx's int8 encoder")
+    parser.add_argument("--no-resume", action="store_true", help="leave out the killed and resumed job")
+    parser.add_argument("--ray", action="store_true", help="also the same job on a local Ray with one actor")
+    parser.add_argument("--contender", help=argparse.SUPPRESS)
+    parser.add_argument("--input", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--save", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.contender:
+        print(f"rate: {contender(args.contender, args.input, args.save)}")
+        return
+    work = Path(tempfile.mkdtemp(prefix="inferrelay-batch-"))
+    source = work / "in.jsonl"
+    source.write_text("".join(json.dumps({"text": t}) + "\n" for t in sentences(args.rows)))
+    variants = [*args.engines, *([] if args.no_int8 else ["onnx-int8"])]
+    names = ["st", *(f"{kind}-{v}" for v in variants for kind in ("job", "bare"))]
+    rates, loads = rounds(names, source, work, args.repeat)
+    results = {"rows": args.rows, "rounds": args.repeat, "load_before_runs": [min(loads), max(loads)]}
+    results |= {"runs": rates} | summarize(rates, work)
+    if not args.no_resume:
+        results |= resume_loss(source, work, args.rows)
     if args.ray:
         ray_out, _ = batch_job(source, work / "ray", "--backend", "ray", "--workers", "1").communicate()
         rows, seconds = computed_rate(ray_out)
-        results["inferrelay_ray_1_actor_rows_per_s"] = rows / seconds
-        results["ray_vs_inline"] = (
-            results["inferrelay_ray_1_actor_rows_per_s"] / results["float32_inferrelay_rows_per_s"]
-        )
-
+        results["job_ray_1_actor_rows_per_s"] = rows / seconds
     for name, value in results.items():
         print(f"{name}: {value:.3f}" if isinstance(value, float) else f"{name}: {value}")
     (BENCH / "results").mkdir(exist_ok=True)
