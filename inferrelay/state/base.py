@@ -1,4 +1,5 @@
-"""The routing state several servers may share: rate-limit buckets, cooldowns, health (docs/scaling.md).
+"""The state several servers may share: providers' rate-limit buckets, cooldowns, health; keys' limits and budgets
+(docs/scaling.md).
 
 One contract, two implementations: in process (state/local.py) and in Redis (state/redis_store.py), the latter behind
 the failure policy of state/failover.py. The router holds a `SharedState` and never asks which one it has.
@@ -6,6 +7,7 @@ the failure policy of state/failover.py. The router holds a `SharedState` and ne
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -32,6 +34,27 @@ class Admission:
     """A provider's view and the rate-limit draws: taken (`wait` 0) only when the view lets the request go."""
 
     view: ProviderView
+    wait: float = 0.0
+
+
+@dataclass(frozen=True)
+class KeyLimits:
+    """An API key's allowance as the shared state applies it (access/quota.py); None: no such limit."""
+
+    name: str
+    rpm: int | None = None
+    tpm: int | None = None
+    budget: int | None = None
+
+
+@dataclass(frozen=True)
+class KeyVerdict:
+    """A key's request: admitted (`limit` None, one request taken from its rpm), or refused for its `limit`
+    ('budget', 'tpm' or 'rpm') with the seconds until it allows one (`wait`; 0 for the budget, which never refills).
+    `spent`: every token the key's answers reported, as the state counts them."""
+
+    spent: int
+    limit: str | None = None
     wait: float = 0.0
 
 
@@ -64,6 +87,17 @@ class SharedState(Protocol):
         """Open the provider's cooldown for `seconds` for every server (extends it, never shortens it)."""
 
     async def set_healthy(self, provider: str, healthy: bool, ttl_s: float) -> None: ...
+
+    async def admit_key(self, key: KeyLimits, seed: int, local: Callable[[], KeyVerdict]) -> KeyVerdict:
+        """A key's request, in one round trip: its budget and tpm checked, one request taken from its rpm.
+        `seed`: the tokens this process knows the key spent, which start a shared count that is missing (never added
+        to one that exists); `local`: this process's own answer, where the state is its own or does not answer."""
+
+    async def spend_key(self, key: KeyLimits, tokens: int, seed: int, local: Callable[[], int]) -> int:
+        """An answer of the key's used `tokens`: added to its spent count and taken from its tpm; the new count."""
+
+    async def key_spent(self, name: str, seed: int, local: Callable[[], int]) -> int:
+        """Every token the key's answers reported, as the state counts them."""
 
     def status(self) -> dict[str, object]:
         """GET /api/v1/providers' `state`: where the state lives and whether it answers."""

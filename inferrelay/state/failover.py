@@ -11,7 +11,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Literal, TypeVar
 
-from inferrelay.state.base import Admission, Draw, ProviderView, StateUnavailable, StoreDown
+from inferrelay.state.base import (
+    Admission,
+    Draw,
+    KeyLimits,
+    KeyVerdict,
+    ProviderView,
+    StateUnavailable,
+    StoreDown,
+)
 from inferrelay.state.local import LocalState
 from inferrelay.state.redis_store import RedisState
 
@@ -59,6 +67,15 @@ class FailoverState:
     async def set_healthy(self, provider: str, healthy: bool, ttl_s: float) -> None:
         self._local.set_healthy_now(provider, healthy, ttl_s)
         await self._ask(lambda: self._shared.set_healthy(provider, healthy, ttl_s), lambda: None, closes=False)
+
+    async def admit_key(self, key: KeyLimits, seed: int, local: Callable[[], KeyVerdict]) -> KeyVerdict:
+        return await self._ask(lambda: self._shared.admit_key(key, seed, local), local, closes=True)
+
+    async def spend_key(self, key: KeyLimits, tokens: int, seed: int, local: Callable[[], int]) -> int:
+        return await self._ask(lambda: self._shared.spend_key(key, tokens, seed, local), local, closes=False)
+
+    async def key_spent(self, name: str, seed: int, local: Callable[[], int]) -> int:
+        return await self._ask(lambda: self._shared.key_spent(name, seed, local), local, closes=False)
 
     def status(self) -> dict[str, object]:
         return {

@@ -1,11 +1,13 @@
-"""The routing state of one process: what inferrelay keeps when no Redis is configured."""
+"""The routing state of one process: what inferrelay keeps when no Redis is configured.
+
+A key's allowance in process is access/quota.py's own (KeyQuota): the key operations here hand back its answer."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 
-from inferrelay.state.base import Admission, Draw, ProviderView
+from inferrelay.state.base import Admission, Draw, KeyLimits, KeyVerdict, ProviderView
 from inferrelay.token_bucket import TokenBucket
 
 
@@ -61,6 +63,15 @@ class LocalState:
 
     def set_healthy_now(self, provider: str, healthy: bool, ttl_s: float) -> None:
         self._health[provider] = (healthy, self._clock() + ttl_s)
+
+    async def admit_key(self, key: KeyLimits, seed: int, local: Callable[[], KeyVerdict]) -> KeyVerdict:
+        return local()
+
+    async def spend_key(self, key: KeyLimits, tokens: int, seed: int, local: Callable[[], int]) -> int:
+        return local()
+
+    async def key_spent(self, name: str, seed: int, local: Callable[[], int]) -> int:
+        return local()
 
     def status(self) -> dict[str, object]:
         return {"backend": "process", "shared": False}

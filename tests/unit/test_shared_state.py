@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import pytest
 
-from inferrelay.state.base import Draw, SharedState, StateUnavailable
+from inferrelay.state.base import Draw, KeyLimits, KeyVerdict, SharedState, StateUnavailable
 from inferrelay.state.failover import FailoverState
 from inferrelay.state.local import LocalState
 from inferrelay.state.redis_store import RedisState, redacted
@@ -153,3 +153,85 @@ def test_in_flight_counts_add_up_across_servers_and_a_silent_one_stops_counting(
         await second.aclose()
 
     asyncio.run(go())
+
+
+def test_a_keys_allowance_is_one_for_every_client_of_one_redis(redis_server: RedisServer) -> None:
+    async def go() -> None:
+        first, second = RedisState(redis_server.url), RedisState(redis_server.url)
+        key = KeyLimits("ci", rpm=5)
+        verdicts = await asyncio.gather(*(s.admit_key(key, 0, never) for _ in range(5) for s in (first, second)))
+        assert sorted(v.limit or "taken" for v in verdicts) == ["rpm"] * 5 + ["taken"] * 5
+        assert all(11 < v.wait <= 12 for v in verdicts if v.limit == "rpm"), "one request every 12 s"
+        await first.aclose()
+        await second.aclose()
+
+    asyncio.run(go())
+
+
+def test_a_keys_spent_count_is_seeded_once_and_refuses_past_the_budget(redis_server: RedisServer) -> None:
+    async def go() -> None:
+        first, second = RedisState(redis_server.url), RedisState(redis_server.url)
+        key = KeyLimits("ci", budget=100)
+        assert (await first.admit_key(key, 60, never)).spent == 60, "missing: the first server's log starts it"
+        assert (await second.admit_key(key, 60, never)).spent == 60, "present: the second's log is not added"
+        assert await second.spend_key(key, 30, 60, never) == 90
+        assert await first.key_spent("ci", 0, never) == 90
+        assert (await first.admit_key(key, 0, never)).limit is None
+        assert await first.spend_key(key, 15, 0, never) == 105, "an answer may overshoot the budget"
+        assert await second.admit_key(key, 0, never) == KeyVerdict(105, "budget", 0.0)
+        assert await second.key_spent("fresh", 7, never) == 7
+        assert await second.spend_key(KeyLimits("newer"), 5, 20, never) == 25, "seeded before the first answer"
+        await first.aclose()
+        await second.aclose()
+
+    asyncio.run(go())
+
+
+def test_a_keys_tpm_is_checked_at_admission_and_taken_when_the_answer_is_done(redis_server: RedisServer) -> None:
+    async def go() -> None:
+        state = RedisState(redis_server.url)
+        key = KeyLimits("ci", tpm=600)
+        assert (await state.admit_key(key, 0, never)).limit is None
+        assert (await state.admit_key(key, 0, never)).limit is None, "admission takes no tokens"
+        await state.spend_key(key, 700, 0, never)  # one answer overshoots: 100 below zero
+        refused = await state.admit_key(key, 0, never)
+        assert refused.limit == "tpm"
+        assert refused.wait == pytest.approx(10.1, abs=0.2), "101 tokens at 10 a second"
+        await state.aclose()
+
+    asyncio.run(go())
+
+
+def test_key_operations_in_process_are_the_callers_own() -> None:
+    async def go() -> None:
+        state = LocalState()
+        assert await state.admit_key(KeyLimits("ci", rpm=1), 0, lambda: KeyVerdict(3, "rpm", 2.0)) == KeyVerdict(
+            3, "rpm", 2.0
+        )
+        assert await state.spend_key(KeyLimits("ci"), 5, 0, lambda: 8) == 8
+        assert await state.key_spent("ci", 0, lambda: 8) == 8
+
+    asyncio.run(go())
+
+
+def test_redis_gone_a_keys_admission_fails_open_to_its_own_count_or_closed(redis_server: RedisServer) -> None:
+    async def go() -> None:
+        opened = FailoverState(RedisState(redis_server.url), "open")
+        closed = FailoverState(RedisState(redis_server.url), "closed")
+        redis_server.kill()
+        key = KeyLimits("ci", rpm=5)
+        assert await opened.admit_key(key, 0, lambda: KeyVerdict(4)) == KeyVerdict(4), "open: this process's own"
+        assert await opened.spend_key(key, 3, 0, lambda: 7) == 7
+        assert opened.status()["fallbacks"] == 2
+        with pytest.raises(StateUnavailable):
+            await closed.admit_key(key, 0, lambda: KeyVerdict(4))
+        assert await closed.spend_key(key, 3, 0, lambda: 7) == 7, "an answer already given is counted here"
+        assert await closed.key_spent("ci", 0, lambda: 7) == 7
+        await opened.aclose()
+        await closed.aclose()
+
+    asyncio.run(go())
+
+
+def never() -> NoReturn:
+    raise AssertionError("Redis answers: this process's own count is not asked for")
