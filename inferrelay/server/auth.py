@@ -7,6 +7,8 @@ one exists, every `/v1` and `/api` request needs `Authorization: Bearer KEY` or 
 - any active key: /v1/* (the models its list allows; access/caller.py) and POST /api/v1/runtime/generate;
 - an admin key: everything else under /api (register, load, unload, stats, keys, engines, providers).
 401 for a missing, unknown, revoked or expired key; 403 for a key that may not; 429 past its rpm, tpm or budget.
+With a shared state (Redis) the allowance is every server's, asked in one round trip, and an answer leaves only once
+its tokens are counted there; without one it is this process's own, checked in place (access/quota.py).
 """
 
 from __future__ import annotations
@@ -36,14 +38,28 @@ class KeyGate:
             return
         try:
             key = self._admit(scope)
+            if self.quota.shared:
+                await self.quota.admit_shared(key)
+            else:
+                self.quota.admit(key)
         except InferrelayError as error:
             await error_response(error)(scope, receive, send)
             return
         token = caller.current.set(key)
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, self._after_counting(key, send) if self.quota.shared else send)
         finally:
             caller.current.reset(token)
+
+    def _after_counting(self, key: Key, send: Any) -> Any:
+        """`send`, holding an answer's last piece until its tokens are in the shared count."""
+
+        async def counted(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                await self.quota.settled(key.name)
+            await send(message)
+
+        return counted
 
     def _open(self, path: str) -> bool:
         console = path == "/ui" or path.startswith("/ui/")  # the page; the data it reads needs an admin key
@@ -65,7 +81,6 @@ class KeyGate:
             raise InferrelayError(
                 ErrorKind.FORBIDDEN, f"{scope['method']} {path} needs an admin key", code="admin_key_required"
             )
-        self.quota.admit(key)
         return key
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -12,6 +13,11 @@ from inferrelay.access.keys import KeyExistsError, KeyStore, digest
 from inferrelay.access.quota import KeyQuota
 from inferrelay.errors import ErrorKind, InferrelayError
 from inferrelay.server.auth import presented_key
+from inferrelay.state.failover import FailoverState
+from inferrelay.state.redis_store import RedisState
+from tests.redis_server import RedisServer, running_redis
+
+redis_server = pytest.fixture(running_redis)
 
 
 class Clock:
@@ -152,3 +158,69 @@ def test_a_keys_request_timeout_caps_the_budget(tmp_path: Path) -> None:
         caller.current.reset(token)
     with pytest.raises(ValueError):  # noqa: PT011
         store.create("never", request_timeout=-1)
+
+
+def test_without_a_shared_state_the_allowance_stays_in_process(tmp_path: Path) -> None:
+    from inferrelay.state.local import LocalState
+
+    assert not KeyQuota(dict, state=LocalState()).shared
+    assert not KeyQuota(dict).shared
+
+
+def test_two_servers_on_one_redis_share_a_keys_rpm_and_budget(tmp_path: Path, redis_server: RedisServer) -> None:
+    store = KeyStore(tmp_path)
+    limited, _ = store.create("limited", rpm=5)
+    budgeted, _ = store.create("budgeted", budget_tokens=100)
+    log = {"budgeted": 60}  # one home, one request log: both servers read the same
+
+    async def go() -> None:
+        a, b = (KeyQuota(lambda: log, state=FailoverState(RedisState(redis_server.url), "open")) for _ in range(2))
+        assert a.shared
+        refusals: list[InferrelayError | None] = []
+        for quota in (a, b) * 5:
+            try:
+                await quota.admit_shared(limited)
+                refusals.append(None)
+            except InferrelayError as exc:
+                refusals.append(exc)
+        codes = sorted("admitted" if r is None else str(r.body()["error"]["code"]) for r in refusals)
+        assert codes == ["admitted"] * 5 + ["rate_limit_exceeded"] * 5
+        assert all(11 < (r.retry_after or 0) <= 12 for r in refusals if r is not None), "one request every 12 s"
+        await a.admit_shared(budgeted)
+        a.spend(budgeted, 50)
+        await a.settled("budgeted")
+        with pytest.raises(InferrelayError) as refused:
+            await b.admit_shared(budgeted)
+        assert refused.value.body()["error"]["code"] == "budget_exhausted"
+        assert await b.spent_shared("budgeted") == 110, "the log's 60 once, and a's 50"
+        for quota in (a, b):
+            await quota._state.aclose()  # type: ignore[union-attr]
+
+    asyncio.run(go())
+
+
+def test_redis_gone_a_key_is_counted_in_process_or_refused(tmp_path: Path, redis_server: RedisServer) -> None:
+    key, _ = KeyStore(tmp_path).create("ci", rpm=2)
+
+    async def go() -> None:
+        opened = FailoverState(RedisState(redis_server.url), "open")
+        closed = FailoverState(RedisState(redis_server.url), "closed")
+        open_quota, closed_quota = KeyQuota(dict, Clock(), state=opened), KeyQuota(dict, Clock(), state=closed)
+        redis_server.kill()
+        await open_quota.admit_shared(key)
+        await open_quota.admit_shared(key)
+        with pytest.raises(InferrelayError) as local:
+            await open_quota.admit_shared(key)
+        assert local.value.body()["error"]["code"] == "rate_limit_exceeded", "open: this process's own rpm"
+        assert opened.status()["fallbacks"] == 3
+        with pytest.raises(InferrelayError) as refused:
+            await closed_quota.admit_shared(key)
+        assert refused.value.status == 429
+        assert refused.value.retry_after == pytest.approx(1.0)
+        closed_quota.spend(key, 5)
+        await closed_quota.settled("ci")
+        assert await closed_quota.spent_shared("ci") == 5, "an answer given is counted here all the same"
+        await opened.aclose()
+        await closed.aclose()
+
+    asyncio.run(go())
