@@ -65,7 +65,7 @@ def create_app(settings: Settings, registry: EngineRegistry | None = None) -> Fa
     tuner = AutoTune(catalog, settings.home, runtime.tune_seconds, enabled=runtime.tune == "auto")
     gateway = Gateway(resolver, step_router, chain, tuner)
     keys = KeyStore(settings.home)
-    quota = KeyQuota(lambda: spent_by_key(settings.home))
+    quota = KeyQuota(lambda: spent_by_key(settings.home), state=state)  # shared with the state's servers
     observer.spend = quota.spend
     observer.known_model = lambda name: name in resolver.exposed()  # metrics label other names `unknown`
     relay = Relay(settings, registry, pool, chain, resolver, step_router, catalog, observer, gateway, keys, quota)

@@ -76,7 +76,7 @@ async def key_usage(name: str, request: Request, since: str | None = None) -> di
     since_s = _since(since)
     rows = usage(relay.settings.home, name, since_s)
     return {
-        "key": key.public(), "since_s": since_s, "data": rows, "spent_tokens": relay.quota.spent(name),
+        "key": key.public(), "since_s": since_s, "data": rows, "spent_tokens": await relay.quota.spent_shared(name),
         "total_tokens": sum(r["total_tokens"] for r in rows),
     }  # fmt: skip
 
