@@ -40,8 +40,6 @@ class KeyGate:
             key = self._admit(scope)
             if self.quota.shared:
                 await self.quota.admit_shared(key)
-            else:
-                self.quota.admit(key)
         except InferrelayError as error:
             await error_response(error)(scope, receive, send)
             return
@@ -81,6 +79,8 @@ class KeyGate:
             raise InferrelayError(
                 ErrorKind.FORBIDDEN, f"{scope['method']} {path} needs an admin key", code="admin_key_required"
             )
+        if not self.quota.shared:
+            self.quota.admit(key)  # in process: checked in place, no await (shared: `admit_shared`, by the caller)
         return key
 
 
