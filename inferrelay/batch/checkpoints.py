@@ -15,8 +15,10 @@ input order. Temporary files are hidden the same way (durable.py names them ".â€
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -119,6 +121,31 @@ def finalize_shard(outdir: Path, shard: ShardState) -> None:
     write_atomic(output_path(outdir, shard.index), _parquet_bytes(_read_parts(outdir, shard)))
 
 
+class OutputWriter:
+    """Writes done shards' output files in a thread of its own, so the next shard computes meanwhile.
+
+    A shard is done once `.done` and the manifest say so; its output file can always be rebuilt from its
+    checkpoints (the coordinator does for a done shard without one), so writing it later loses nothing.
+    """
+
+    def __init__(self, outdir: Path) -> None:
+        self._outdir = outdir
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="inferrelay-batch-output")
+        self._writes: list[Future[None]] = []
+
+    def write(self, shard: ShardState) -> None:
+        self._writes.append(self._thread.submit(finalize_shard, self._outdir, shard))
+
+    def wait(self) -> None:
+        """Every output file written; the first write that failed raises here."""
+        try:
+            for write in self._writes:
+                write.result()
+        finally:
+            self._writes.clear()
+            self._thread.shutdown()
+
+
 def read_output(outdir: Path) -> pa.Table:
     """Every checkpointed row of every shard, in shard order, straight from the checkpoints."""
     manifest = Manifest.load(outdir)
@@ -129,9 +156,10 @@ def read_output(outdir: Path) -> pa.Table:
 
 def _read_parts(outdir: Path, shard: ShardState) -> pa.Table:
     """The shard's rows in input order: parts written in another order carry each row's place in `row`."""
-    table = pa.concat_tables([pq.read_table(outdir / record.file) for record in shard.checkpoints])
-    if ROW in table.column_names:
-        table = table.sort_by(ROW).drop_columns([ROW])
+    table = pa.concat_tables([pq.ParquetFile(outdir / record.file).read() for record in shard.checkpoints])
+    if ROW in table.column_names:  # a numpy argsort and one take: a third of Arrow's sort_by on list columns
+        order = np.argsort(table.column(ROW).to_numpy(), kind="stable")
+        table = table.take(order).drop_columns([ROW])
     return table
 
 
