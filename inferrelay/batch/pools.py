@@ -1,8 +1,10 @@
 """Where chunks are computed: in this process, in local worker processes, or (ray_pool.py) on Ray.
 
-A pool has `size` worker slots. The coordinator gives a slot one chunk at a
-time and waits for events: a chunk done (its checkpoint record), a chunk
-failed (its error), a worker dead (its exit code). A dead worker is replaced
+A pool has `size` worker slots, each holding up to `depth` chunks of one shard
+at a time: with 2, the next chunk is computed while the last one is written and
+committed. The coordinator waits for events, one per chunk, in the order the
+slot was given them: a chunk done (its checkpoint record), a chunk failed (its
+error); or the worker dead (its exit code), which ends every chunk it held. A dead worker is replaced
 in the same slot, so the same GPU, by `replace`. A worker that cannot load the
 model ends the job (`WorkerLoadFailed`): every shard would fail the same way.
 """
@@ -14,11 +16,17 @@ import dataclasses
 import logging
 import multiprocessing
 import os
+import queue
 import signal
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any, Protocol
+
+import pyarrow as pa
 
 from inferrelay.batch.job import BatchJob
 from inferrelay.batch.manifest import CheckpointRecord
@@ -58,6 +66,7 @@ Event = ChunkDone | ChunkFailed | WorkerDied
 
 class Pool(Protocol):
     size: int
+    depth: int
 
     def submit(self, slot: int, chunk: Chunk) -> None: ...
 
@@ -77,31 +86,64 @@ def run_chunk(worker: Worker, slot: int, chunk: Chunk) -> Event:
 
 
 class InlinePool:
-    """One worker in this process: no start-up cost, no copies; a crash here is the job's crash."""
+    """One worker in this process: no start-up cost, no copies; a crash here is the job's crash.
+
+    A thread computes the chunks, a writer thread writes each one's checkpoint (Parquet, sha256, fsync) and
+    reports it while the next is computed, and this thread commits them: a checkpoint is committed as soon as
+    it is written. Failures are reported through the writer too, so reports come in the order of the chunks.
+    """
 
     size = 1
+    depth = 2
 
-    def __init__(self, job: BatchJob) -> None:
+    def __init__(self, job: BatchJob, make_worker: Callable[[BatchJob], Worker] = Worker) -> None:
         try:
-            self._worker = Worker(job)
+            self._worker = make_worker(job)
         except Exception as exc:
             raise WorkerLoadFailed(describe(exc)) from exc
-        self._pending: Chunk | None = None
+        self._chunks: queue.Queue[Chunk | None] = queue.Queue()
+        self._events: queue.Queue[Event] = queue.Queue()
+        self._closing = False
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="inferrelay-batch-writer")
+        self._computer = threading.Thread(target=self._compute, name="inferrelay-batch-compute", daemon=True)
+        self._computer.start()
 
     def submit(self, slot: int, chunk: Chunk) -> None:
-        self._pending = chunk
+        self._chunks.put(chunk)
 
     def next_event(self, timeout: float) -> Event | None:
-        chunk, self._pending = self._pending, None
-        if chunk is None:
+        try:
+            return self._events.get(timeout=timeout)
+        except queue.Empty:
             return None
-        return run_chunk(self._worker, 0, chunk)
+
+    def _compute(self) -> None:
+        while (chunk := self._chunks.get()) is not None and not self._closing:
+            try:
+                table = self._worker.compute(chunk)
+            except BaseException as exc:  # this thread must report every chunk, or the coordinator waits forever
+                self._writer.submit(self._events.put, ChunkFailed(0, describe(exc)))
+                continue
+            self._writer.submit(self._write, chunk, table, self._worker.batch_size)
+
+    def _write(self, chunk: Chunk, table: pa.Table, batch_size: int) -> None:
+        try:
+            event: Event = ChunkDone(0, self._worker.write(chunk, table), batch_size)
+        except Exception as exc:
+            event = ChunkFailed(0, describe(exc))
+        self._events.put(event)
 
     def replace(self, slot: int) -> None:
         raise AssertionError("the inline worker cannot die and go on")
 
     def close(self) -> None:
-        self._worker.close()
+        """Chunks not yet begun are dropped (a second Ctrl-C); the one computing ends first, as does its write."""
+        self._closing = True
+        self._chunks.put(None)
+        self._computer.join(CLOSE_TIMEOUT_S)
+        self._writer.shutdown()
+        if not self._computer.is_alive():
+            self._worker.close()
 
 
 @dataclass
@@ -117,6 +159,8 @@ class ProcessPool:
     `devices[i]` becomes slot i's CUDA_VISIBLE_DEVICES. Workers ignore Ctrl-C:
     the coordinator receives it and lets them finish their current chunk.
     """
+
+    depth = 1
 
     def __init__(self, job: BatchJob, size: int, devices: list[str] | None = None) -> None:
         self.size = size

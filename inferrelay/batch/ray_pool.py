@@ -43,6 +43,8 @@ class RayWorker:
 
 
 class RayPool:
+    depth = 1  # one remote call per chunk, its result awaited before the next is sent
+
     def __init__(self, job: BatchJob, workers: int | None) -> None:
         self._ray = require("ray", "'inferrelay[ray]'")
         self._started_ray = not self._ray.is_initialized()

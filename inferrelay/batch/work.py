@@ -73,12 +73,20 @@ class Worker:
         return self.halving.batch_size if self.job.task == "embed" else self.job.batch_size
 
     def run(self, chunk: Chunk) -> CheckpointRecord:
+        return self.write(chunk, self.compute(chunk))
+
+    def compute(self, chunk: Chunk) -> pa.Table:
+        """The chunk's rows as its checkpoint holds them: each row's place in the shard, its id, its results."""
         columns = {
             ROW: pa.array(chunk.positions, type=pa.int64()),
             "id": pa.array(chunk.ids),
             **self._compute(chunk.inputs),
         }
-        return write_part(self.job.outdir, chunk.shard, chunk.part, chunk.first_row, pa.table(columns))
+        return pa.table(columns)
+
+    def write(self, chunk: Chunk, table: pa.Table) -> CheckpointRecord:
+        """The chunk's checkpoint file, durably; the coordinator decides when it counts."""
+        return write_part(self.job.outdir, chunk.shard, chunk.part, chunk.first_row, table)
 
     def _embed(self, texts: list[Any]) -> dict[str, pa.Array]:
         vectors = self.halving(lambda size: embed_sorted(self._embedder, texts, size).vectors)

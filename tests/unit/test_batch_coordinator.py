@@ -14,7 +14,8 @@ from inferrelay.batch.checkpoints import ROW, write_part
 from inferrelay.batch.coordinator import Stop, run_job
 from inferrelay.batch.inputs import pick_text_column
 from inferrelay.batch.job import BatchJob
-from inferrelay.batch.pools import ChunkDone, ChunkFailed, Event, WorkerDied
+from inferrelay.batch.manifest import CheckpointRecord
+from inferrelay.batch.pools import ChunkDone, ChunkFailed, Event, InlinePool, WorkerDied
 from inferrelay.batch.progress import Progress
 from inferrelay.batch.work import Chunk, as_messages, input_length
 from inferrelay.engines.devices import visible_gpus
@@ -22,10 +23,15 @@ from inferrelay.errors import ErrorKind, InferrelayError
 
 
 class Scripted:
-    """Workers that compute len(text) for each row, and fail or die on the attempts the test names."""
+    """Workers that compute len(text) for each row, and fail or die on the attempts the test names.
 
-    def __init__(self, job: BatchJob, size: int, die_on: set[tuple[int, int]], fail_shards: set[int]) -> None:
-        self.size, self.job = size, job
+    Each slot holds up to `depth` chunks; a worker that dies loses every chunk it held, as a process does.
+    """
+
+    def __init__(
+        self, job: BatchJob, size: int, die_on: set[tuple[int, int]], fail_shards: set[int], depth: int = 1
+    ) -> None:
+        self.size, self.job, self.depth = size, job, depth
         self.die_on, self.fail_shards = die_on, fail_shards  # die_on: (shard, chunk number seen)
         self.queue: list[tuple[int, Chunk]] = []
         self.seen: dict[int, int] = {}
@@ -47,6 +53,7 @@ class Scripted:
 
     def replace(self, slot: int) -> None:
         self.replaced.append(slot)
+        self.queue = [(s, chunk) for s, chunk in self.queue if s != slot]
 
     def close(self) -> None:
         self.closed = True
@@ -61,12 +68,13 @@ def _job(tmp_path: Path, rows: int = 10, max_retries: int = 1) -> BatchJob:
     )  # fmt: skip
 
 
-def test_a_dead_worker_is_replaced_and_its_shard_retried_from_its_last_checkpoint(tmp_path: Path) -> None:
+@pytest.mark.parametrize("depth", [1, 2])
+def test_a_dead_worker_is_replaced_and_its_shard_retried_from_its_last_checkpoint(tmp_path: Path, depth: int) -> None:
     job = _job(tmp_path)
     pools: list[Scripted] = []
 
     def make() -> Scripted:
-        pools.append(Scripted(job, 2, die_on={(1, 2)}, fail_shards=set()))
+        pools.append(Scripted(job, 2, die_on={(1, 2)}, fail_shards=set(), depth=depth))
         return pools[0]
 
     summary = run_job(job, make)
@@ -81,9 +89,10 @@ def test_a_dead_worker_is_replaced_and_its_shard_retried_from_its_last_checkpoin
     assert [s["attempts"] for s in manifest["shards"]] == [1, 2, 1]
 
 
-def test_a_shard_failing_past_max_retries_is_failed_and_the_others_finish(tmp_path: Path) -> None:
+@pytest.mark.parametrize("depth", [1, 2])
+def test_a_shard_failing_past_max_retries_is_failed_and_the_others_finish(tmp_path: Path, depth: int) -> None:
     job = _job(tmp_path, max_retries=2)
-    pool = Scripted(job, 1, die_on=set(), fail_shards={0})
+    pool = Scripted(job, 1, die_on=set(), fail_shards={0}, depth=depth)
     summary = run_job(job, lambda: pool)
     assert summary.failed == ["shard 0: bad_request: scripted"]
     assert summary.retries == 2
@@ -141,3 +150,59 @@ def test_progress_line_shows_rate_eta_and_shards(tmp_path: Path) -> None:
     line = progress.line()
     assert line.startswith("8/10 rows (80%), ")
     assert line.endswith("shards 2/3 done, 1 failed")
+
+
+class Lengths:
+    """A worker without a model for the inline pool: each row's result is its text's length; chunks fail on cue."""
+
+    def __init__(self, fail: set[tuple[int, int]], stop: Stop | None = None) -> None:
+        self.fail, self.stop = fail, stop  # fail: (shard, first row) on its first computation
+        self.batch_size = 2
+        self.computed: list[tuple[int, int]] = []
+
+    def compute(self, chunk: Chunk) -> pa.Table:
+        self.computed.append((chunk.shard, chunk.first_row))
+        if (chunk.shard, chunk.first_row) in self.fail:
+            self.fail.discard((chunk.shard, chunk.first_row))
+            raise InferrelayError(ErrorKind.BAD_REQUEST, "scripted")
+        if self.stop is not None and len(self.computed) == 3:
+            self.stop.requested = True  # Ctrl-C while the third chunk computes
+        return pa.table({ROW: chunk.positions, "id": chunk.ids, "length": [len(t) for t in chunk.inputs]})
+
+    def write(self, chunk: Chunk, table: pa.Table) -> CheckpointRecord:
+        return write_part(self.job_outdir, chunk.shard, chunk.part, chunk.first_row, table)
+
+    def close(self) -> None:
+        pass
+
+
+def _inline(job: BatchJob, worker: Lengths) -> InlinePool:
+    worker.job_outdir = job.outdir  # type: ignore[attr-defined]
+    return InlinePool(job, make_worker=lambda _: worker)  # type: ignore[arg-type,return-value]
+
+
+def test_the_inline_pool_computes_ahead_and_a_failed_chunk_voids_the_one_after_it(tmp_path: Path) -> None:
+    job = _job(tmp_path, rows=12)
+    worker = Lengths(fail={(1, 0)})  # shard 1's first chunk fails once; its second was already submitted
+    summary = run_job(job, lambda: _inline(job, worker))
+    assert (summary.retries, summary.failed, summary.rows_computed) == (1, [], 12)
+    assert worker.computed[:4] == [(0, 0), (0, 2), (1, 0), (1, 2)]  # two chunks of a shard at a time
+    assert worker.computed[4:] == [(2, 0), (2, 2), (1, 0), (1, 2)]  # the retry last, from the shard's start
+    frame = pd.read_parquet(job.outdir)
+    assert list(frame["id"]) == list(range(12))
+    assert list(frame["length"]) == [12 - i for i in range(12)]
+    manifest = json.loads((job.outdir / "_manifest.json").read_text())
+    assert [s["attempts"] for s in manifest["shards"]] == [1, 2, 1]
+
+
+def test_a_stop_lets_the_inline_pool_commit_the_chunks_it_holds_then_the_job_resumes(tmp_path: Path) -> None:
+    job = _job(tmp_path, rows=12)
+    stop = Stop()
+    first = run_job(job, lambda: _inline(job, Lengths(set(), stop)), stop=stop)
+    assert first.stopped
+    assert first.rows_computed == 8  # shard 1's two chunks were held when the stop came: both committed
+    manifest = json.loads((job.outdir / "_manifest.json").read_text())
+    assert [(s["state"], s["rows_done"]) for s in manifest["shards"]] == [("done", 4), ("done", 4), ("pending", 0)]
+    resumed = run_job(job, lambda: _inline(job, Lengths(set())))
+    assert (resumed.stopped, resumed.rows_computed) == (False, 4)
+    assert list(pd.read_parquet(job.outdir)["length"]) == [12 - i for i in range(12)]
