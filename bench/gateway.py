@@ -155,7 +155,7 @@ def main() -> None:
                 if args.keys:
                     targets |= keys_variant(variants, work)
                 if args.redis:
-                    targets |= redis_variants(variants, work)
+                    targets |= redis_variants(variants, work, args.keys)
                 for name, port in targets.items():
                     url = f"http://127.0.0.1:{port}/v1/chat/completions"
                     results[name] = {c: asyncio.run(load(url, args.requests, c)) for c in (1, 16)}
@@ -187,18 +187,22 @@ def observability_variants(stack: ExitStack, work: Path, up: int) -> dict[str, i
 def keys_variant(stack: ExitStack, work: Path) -> dict[str, int]:
     """inferrelay with one key in its home, the key every request here sends (MASTER_KEY), so each request is
     looked up, checked and counted: the cost of keys against the plain `inferrelay` of the same run."""
-    from inferrelay.access.keys import KeyStore, digest
-
-    home = work / "keys-home"
-    store = KeyStore(home)
-    store.create("bench", rpm=10**9)  # limits checked on every request, never reached
-    with sqlite3.connect(store.path) as db:
-        db.execute("UPDATE keys SET hash = ? WHERE name = 'bench'", (digest(MASTER_KEY),))
     port = free_port()
     command = [sys.executable, "-m", "inferrelay.cli", "serve", "--config", str(work), "--port", str(port)]
-    env = {"INFERRELAY_HOME": str(home)}
+    env = {"INFERRELAY_HOME": str(keys_home(work / "keys-home"))}
     stack.enter_context(process([*command, "--log-level", "warning"], f"http://127.0.0.1:{port}/health", env))
     return {"inferrelay-keys": port}
+
+
+def keys_home(home: Path) -> Path:
+    """A home with the one key every request here sends (MASTER_KEY), limits checked each time, never reached."""
+    from inferrelay.access.keys import KeyStore, digest
+
+    store = KeyStore(home)
+    store.create("bench", rpm=10**9)
+    with sqlite3.connect(store.path) as db:
+        db.execute("UPDATE keys SET hash = ? WHERE name = 'bench'", (digest(MASTER_KEY),))
+    return home
 
 
 def gate_cost_us(calls: int = 200_000) -> float:
@@ -219,17 +223,29 @@ def gate_cost_us(calls: int = 200_000) -> float:
     return (time.perf_counter() - started) / calls * 1e6
 
 
-def redis_variants(stack: ExitStack, work: Path) -> dict[str, int]:
+def redis_variants(stack: ExitStack, work: Path, keys: bool) -> dict[str, int]:
     """The same provider with an rpm limit never reached, so every request draws from a bucket and reads the
-    provider's health and cooldown: in process, in Redis, and in Redis from two worker processes."""
+    provider's health and cooldown: in process, in Redis, and in Redis from two worker processes; with `keys`,
+    also the keys variant with its key's allowance in Redis (one more round trip to admit, one to count)."""
     port = free_port()
     redis = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     stack.enter_context(process(redis, "", ready=lambda: _redis_answers(port)))
     ports: dict[str, int] = {}
+    shared = f"runtime:\n  state: redis://127.0.0.1:{port}/0\n"
+    if keys:
+        folder = work / "keys-redis"
+        folder.mkdir()
+        (folder / "providers.yaml").write_text((work / "providers.yaml").read_text())
+        (folder / "model-mappings.yaml").write_text((work / "model-mappings.yaml").read_text() + shared)
+        ports["inferrelay-keys-redis"] = free_port()
+        command = [sys.executable, "-m", "inferrelay.cli", "serve", "--config", str(folder)]
+        command += ["--port", str(ports["inferrelay-keys-redis"]), "--log-level", "warning"]
+        env = {"INFERRELAY_HOME": str(keys_home(work / "keys-redis-home"))}
+        stack.enter_context(process(command, f"http://127.0.0.1:{ports['inferrelay-keys-redis']}/health", env))
     for name, state, workers in (
         ("inferrelay-limits", "", "1"),
-        ("inferrelay-redis", f"runtime:\n  state: redis://127.0.0.1:{port}/0\n", "1"),
-        ("inferrelay-redis-workers2", f"runtime:\n  state: redis://127.0.0.1:{port}/0\n", "2"),
+        ("inferrelay-redis", shared, "1"),
+        ("inferrelay-redis-workers2", shared, "2"),
     ):
         folder = work / name
         folder.mkdir()
@@ -308,6 +324,8 @@ def report(results: dict[str, dict[int, dict[str, float]]]) -> None:
                 rows.append(versus(results, name, "inferrelay-bare", concurrency))
     if "inferrelay-keys" in results:
         rows += [versus(results, "inferrelay-keys", "inferrelay", concurrency) for concurrency in (1, 16)]
+    if "inferrelay-keys-redis" in results:
+        rows += [versus(results, "inferrelay-keys-redis", "inferrelay-keys", concurrency) for concurrency in (1, 16)]
     if "inferrelay-redis" in results:
         for concurrency in (1, 16):
             local, shared = results["inferrelay-limits"][concurrency], results["inferrelay-redis"][concurrency]
