@@ -13,9 +13,9 @@ Each engine is named (`--engine`), so the figures do not depend on the tunings t
 
 The contenders run in rounds, each round every contender once, the order rotated each round (a
 machine's load drifts); each figure is the median of its rounds with its spread (min-max), and each
-ratio is the median of the rounds' paired ratios. The 1-minute load average before each run is kept:
-numbers from a machine whose load was not under 0.5 are noisy. Then the time a resume loses: a job
-killed half way, then run again.
+ratio is the median of the rounds' paired ratios. The load average at the start, and the cores other
+processes kept busy during each run (min, median, max), are kept: figures from a busy machine are
+noisy. Then the time a resume loses: a job killed half way, then run again.
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/batch.py [--rows 10000] [--repeat 3] [--engines torch onnx] [--ray]
 """
@@ -27,6 +27,7 @@ import json
 import os
 import random
 import re
+import resource
 import signal
 import statistics
 import subprocess
@@ -120,18 +121,32 @@ def computed_rate(stdout: str) -> tuple[int, float]:
     return int(match.group(1)), float(match.group(2))
 
 
+def busy_cpu_s() -> float:
+    """CPU seconds the whole machine has spent busy since boot (/proc/stat), every process counted."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+
+
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def rounds(names: list[str], source: Path, work: Path, repeat: int) -> tuple[dict[str, list[float]], list[float]]:
-    """Every contender once a round, the order rotated each round; the rates and the load before each run."""
+    """Every contender once a round, the order rotated each round; the rates, and the cores other processes
+    kept busy during each run (the machine's busy time less this bench's): the noise in a figure."""
     rates: dict[str, list[float]] = {name: [] for name in names}
-    loads = []
+    others = []
     for attempt in range(repeat):
         shift = attempt % len(names)
         for name in names[shift:] + names[:shift]:
-            loads.append(os.getloadavg()[0])
+            busy, ours, started = busy_cpu_s(), children_cpu_s(), time.monotonic()
             save = work / "reference.npy" if name == "st" and attempt == 0 else None
             rates[name].append(run_once(name, source, work / f"out-{name}-{attempt}", save))
-            print(f"round {attempt}: {name} {rates[name][-1]:.1f} rows/s (load {loads[-1]:.2f})", flush=True)
-    return rates, loads
+            wall = time.monotonic() - started
+            others.append(max(0.0, (busy_cpu_s() - busy) - (children_cpu_s() - ours)) / wall)
+            print(f"round {attempt}: {name} {rates[name][-1]:.1f} rows/s (others busy {others[-1]:.2f} cores)")
+    return rates, others
 
 
 def summarize(rates: dict[str, list[float]], work: Path) -> dict[str, object]:
@@ -195,8 +210,9 @@ def main() -> None:
     source.write_text("".join(json.dumps({"text": t}) + "\n" for t in sentences(args.rows)))
     variants = [*args.engines, *([] if args.no_int8 else ["onnx-int8"])]
     names = ["st", *(f"{kind}-{v}" for v in variants for kind in ("job", "bare"))]
-    rates, loads = rounds(names, source, work, args.repeat)
-    results = {"rows": args.rows, "rounds": args.repeat, "load_before_runs": [min(loads), max(loads)]}
+    results: dict[str, object] = {"rows": args.rows, "rounds": args.repeat, "load_at_start": os.getloadavg()[0]}
+    rates, others = rounds(names, source, work, args.repeat)
+    results["others_busy_cores"] = [min(others), statistics.median(others), max(others)]
     results |= {"runs": rates} | summarize(rates, work)
     if not args.no_resume:
         results |= resume_loss(source, work, args.rows)
