@@ -10,6 +10,7 @@ retries its chunks when it dies.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from inferrelay.capabilities import Capability
 from inferrelay.config.schema import Settings
@@ -49,6 +50,7 @@ def load_model(
         spec = spec.model_copy(update={"engines": [engine]})
     if capability is not None and capability not in spec.capabilities:
         raise InferrelayError(ErrorKind.BAD_REQUEST, f"{name!r} does not offer {capability.value}", param="model")
+    spec = spec.model_copy(update={"engine_options": dedicated(spec.engine_options)})
     runtime = settings.runtime.model_copy(update={"engine_isolation": "in_process"})
     pool = ModelPool(settings.home, settings.load_retry_after_s, runtime)
     chain = FallbackChain(settings, EngineRegistry.discover(), pool)
@@ -58,3 +60,10 @@ def load_model(
 
     served = asyncio.run(chain.serve(spec, capability or spec.capabilities[0], loaded))
     return served.result
+
+
+def dedicated(options: dict[str, Any]) -> dict[str, Any]:
+    """The engines' options for a process that runs nothing but this model: onnx's threads spin between batches
+    instead of sleeping (a server keeps them asleep for its other work; docs/batch.md), unless the model says."""
+    onnx = options.get("onnx", {})
+    return {**options, "onnx": {"spin": True, **onnx}}
