@@ -30,7 +30,7 @@ import sys
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client, Connection, Listener
 from typing import Any
@@ -61,10 +61,9 @@ class Hosted:
     process: subprocess.Popen[bytes]
     conn: Connection
     address: str
-    generation: int
+    name: str
     loaded: tuple[int, int, int]  # context length, bytes the load added, parallel
     attached: int = 0
-    ended: threading.Event = field(default_factory=threading.Event)
 
     def returncode(self) -> int | None:
         """How it ended, once it has (waited for a moment: its socket closes just before the process ends)."""
@@ -166,7 +165,7 @@ class ModelHost:
                 return
             del self._workers[key]
             hosted.stop()
-            log.info("closed the %s worker (pid %s): no server holds it", spec_name(hosted), hosted.process.pid)
+            log.info("closed the %s worker (pid %s): no server holds it", hosted.name, hosted.process.pid)
 
     def _start(self, reference: str, engine: str, spec: dict[str, Any], device: str, home: str) -> Hosted:
         with self._lock:
@@ -195,7 +194,7 @@ class ModelHost:
             if isinstance(exc, (EOFError, OSError)):  # it died loading: the server names the death, as its own
                 raise WorkerDied(returncode) from None
             raise
-        hosted = Hosted(process, conn, address, generation, (reply[1], reply[2], reply[3]))
+        hosted = Hosted(process, conn, address, spec["name"], (reply[1], reply[2], reply[3]))
         log.info("started the %s worker (pid %s) for every server process", spec["name"], process.pid)
         return hosted
 
@@ -230,8 +229,3 @@ class WorkerDied(Exception):
     def __init__(self, returncode: int) -> None:
         super().__init__(f"the worker died while loading ({returncode})")
         self.returncode = returncode
-
-
-def spec_name(hosted: Hosted) -> str:
-    args = hosted.process.args
-    return str(args[args.index("--model") + 1]) if isinstance(args, list) else "model"
