@@ -8,6 +8,8 @@ contender in a fresh process, its model loaded before its clock starts, the text
   manifest's first save to its last output file), without start-up, model load and input reading;
 - `bare-ENGINE`: the same engine's encoder over length-sorted batches of 32 in one process, with no
   manifest and no checkpoints (what the job would be with no cost of its own);
+- the same two for torch through torch.compile (`job-torch-compile`, `--compile`; its compile is part of
+  the load, so it counts in the run's whole time, kept beside each rate, not in its rate);
 - the same two for onnx's int8 encoder (`--dtype int8`; not at sentence-transformers' precision).
 Each engine is named (`--engine`), so the figures do not depend on the tunings the home holds.
 
@@ -17,7 +19,8 @@ ratio is the median of the rounds' paired ratios. The load average at the start,
 processes kept busy during each run (min, median, max), are kept: figures from a busy machine are
 noisy. Then the time a resume loses: a job killed half way, then run again.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/batch.py [--rows 10000] [--repeat 3] [--engines torch onnx] [--ray]
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/batch.py [--rows 10000] [--repeat 3] [--engines torch onnx]
+        [--no-int8] [--no-compile] [--no-resume] [--ray]
 """
 
 from __future__ import annotations
@@ -79,8 +82,9 @@ def contender(name: str, source: Path, save: Path | None) -> float:
         from inferrelay.engines.base import EmbeddingModel
         from inferrelay.routing.batching import embed_sorted
 
-        engine, dtype = parse(name)
-        encoder = load_model(MINILM.name, Settings(models=[MINILM], home=HOME), engine=engine, dtype=dtype)
+        engine, dtype, compile = parse(name)
+        settings = Settings(models=[MINILM], home=HOME)
+        encoder = load_model(MINILM.name, settings, engine=engine, dtype=dtype, compile=compile)
         assert isinstance(encoder, EmbeddingModel)
         assert encoder.engine_name == engine
         started = time.perf_counter()
@@ -91,17 +95,19 @@ def contender(name: str, source: Path, save: Path | None) -> float:
     return rate
 
 
-def parse(name: str) -> tuple[str, str]:
-    """`job-onnx-int8` -> ("onnx", "int8"); `bare-torch` -> ("torch", "float32")."""
-    _, engine, *dtype = name.split("-")
-    return engine, dtype[0] if dtype else "float32"
+def parse(name: str) -> tuple[str, str, bool]:
+    """`job-onnx-int8` -> ("onnx", "int8", False); `bare-torch-compile` -> ("torch", "float32", True)."""
+    _, engine, *rest = name.split("-")
+    compile = rest == ["compile"]
+    return engine, rest[0] if rest and not compile else "float32", compile
 
 
 def run_once(name: str, source: Path, out: Path, save: Path | None) -> float:
     """Rows per second of one run of `name`, each in a process of its own."""
     if name.startswith("job-"):
-        engine, dtype = parse(name)
-        stdout, _ = batch_job(source, out, "--engine", engine, "--dtype", dtype).communicate()
+        engine, dtype, compile = parse(name)
+        compiling = "--compile" if compile else "--no-compile"
+        stdout, _ = batch_job(source, out, "--engine", engine, "--dtype", dtype, compiling).communicate()
         rows, seconds = computed_rate(stdout)
         return rows / seconds
     command = [sys.executable, __file__, "--contender", name, "--input", str(source)]
@@ -132,10 +138,15 @@ def children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def rounds(names: list[str], source: Path, work: Path, repeat: int) -> tuple[dict[str, list[float]], list[float]]:
-    """Every contender once a round, the order rotated each round; the rates, and the cores other processes
-    kept busy during each run (the machine's busy time less this bench's): the noise in a figure."""
-    rates: dict[str, list[float]] = {name: [] for name in names}
+Runs = dict[str, list[float]]
+
+
+def rounds(names: list[str], source: Path, work: Path, repeat: int) -> tuple[Runs, Runs, list[float]]:
+    """Every contender once a round, the order rotated each round; the rates, each run's whole time (its process
+    from start to exit: start-up, load and a compile included), and the cores other processes kept busy during
+    each run (the machine's busy time less this bench's): the noise in a figure."""
+    rates: Runs = {name: [] for name in names}
+    walls: Runs = {name: [] for name in names}
     others = []
     for attempt in range(repeat):
         shift = attempt % len(names)
@@ -144,9 +155,11 @@ def rounds(names: list[str], source: Path, work: Path, repeat: int) -> tuple[dic
             save = work / "reference.npy" if name == "st" and attempt == 0 else None
             rates[name].append(run_once(name, source, work / f"out-{name}-{attempt}", save))
             wall = time.monotonic() - started
+            walls[name].append(wall)
             others.append(max(0.0, (busy_cpu_s() - busy) - (children_cpu_s() - ours)) / wall)
-            print(f"round {attempt}: {name} {rates[name][-1]:.1f} rows/s (others busy {others[-1]:.2f} cores)")
-    return rates, others
+            rate = f"{rates[name][-1]:.1f} rows/s, {wall:.1f} s whole"
+            print(f"round {attempt}: {name} {rate} (others busy {others[-1]:.2f} cores)")
+    return rates, walls, others
 
 
 def summarize(rates: dict[str, list[float]], work: Path) -> dict[str, object]:
@@ -196,6 +209,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="rounds; each figure is the median of its rounds")
     parser.add_argument("--engines", nargs="+", default=["torch", "onnx"], help="fp32 engines to run the job on")
     parser.add_argument("--no-int8", action="store_true", help="leave out onnx's int8 encoder")
+    parser.add_argument("--no-compile", action="store_true", help="leave out torch.compile's torch encoder")
     parser.add_argument("--no-resume", action="store_true", help="leave out the killed and resumed job")
     parser.add_argument("--ray", action="store_true", help="also the same job on a local Ray with one actor")
     parser.add_argument("--contender", help=argparse.SUPPRESS)
@@ -208,12 +222,13 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="inferrelay-batch-"))
     source = work / "in.jsonl"
     source.write_text("".join(json.dumps({"text": t}) + "\n" for t in sentences(args.rows)))
-    variants = [*args.engines, *([] if args.no_int8 else ["onnx-int8"])]
+    compiled = ["torch-compile"] if "torch" in args.engines and not args.no_compile else []
+    variants = [*args.engines, *compiled, *([] if args.no_int8 else ["onnx-int8"])]
     names = ["st", *(f"{kind}-{v}" for v in variants for kind in ("job", "bare"))]
     results: dict[str, object] = {"rows": args.rows, "rounds": args.repeat, "load_at_start": os.getloadavg()[0]}
-    rates, others = rounds(names, source, work, args.repeat)
+    rates, walls, others = rounds(names, source, work, args.repeat)
     results["others_busy_cores"] = [min(others), statistics.median(others), max(others)]
-    results |= {"runs": rates} | summarize(rates, work)
+    results |= {"runs": rates, "whole_s": walls} | summarize(rates, work)
     if not args.no_resume:
         results |= resume_loss(source, work, args.rows)
     if args.ray:

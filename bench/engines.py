@@ -1,9 +1,11 @@
 """Benchmark inferrelay's engines against the libraries they wrap, in one run.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/engines.py [--home DIR] [--quick]
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/engines.py [--home DIR] [--quick] [--only text|embeddings]
 
 For SmolLM2 (llamacpp, onnx, torch) it measures load time, time to first token
-and tokens/s of a greedy answer; for all-MiniLM-L6-v2 (onnx, torch) sentences/s.
+and tokens/s of a greedy answer; for all-MiniLM-L6-v2 (onnx, torch, and torch
+through torch.compile, which a server runs only when the model's
+engine_options ask: its load includes the compile) sentences/s.
 Each inferrelay figure has a peer, the raw library on the same weights
 (llama-cpp-python, onnxruntime-genai, transformers, sentence-transformers), so
 the ratio shows what inferrelay adds. A benchmark, not a test: nothing is asserted.
@@ -52,7 +54,7 @@ RESULTS = Path(__file__).parent / "results"
 TEXT_MODEL = "smollm2-135m-instruct"
 EMBED_MODEL = "all-minilm-l6-v2"
 TEXT_ENGINES = ("llamacpp", "onnx", "torch")
-EMBED_ENGINES = ("onnx", "torch")
+EMBED_ENGINES = ("onnx", "torch", "torch+compile")  # the last: engine_options.torch.compile, a server's opt-in
 SYSTEM = "You are a helpful assistant."
 STORY = "Write a long story about a dragon."
 BATCH = 32
@@ -468,7 +470,10 @@ def bench_embeddings(registry: EngineRegistry, spec: ModelSpec, home: Path, plan
     peer_row, peer_vectors = measure_embed("peer", peer.handle, peer, texts, plan.repeats)
     rows = [peer_row]
     for engine in EMBED_ENGINES:
-        loaded = load_repeatedly(engine_loader(registry, engine, spec, home), plan.repeats, home)
+        name, _, mode = engine.partition("+")
+        options = {**spec.engine_options, "torch": {"compile": mode == "compile"}}
+        one = spec.model_copy(update={"engine_options": options})
+        loaded = load_repeatedly(engine_loader(registry, name, one, home), plan.repeats, home)
         row, vectors = measure_embed(engine, RelayEmbedder(loaded.handle), loaded, texts, plan.repeats)
         rows.append(compare(row, vectors, peer_row, peer_vectors))
         loaded.handle.close()
@@ -608,14 +613,19 @@ def main() -> None:
         action="store_true",
         help="fewer sentences and tokens, one repeat: a smoke run (writes engines-quick.json)",
     )
+    parser.add_argument("--only", choices=["text", "embeddings"], help="one half of the benchmark")
     args = parser.parse_args()
     os.environ["HF_HUB_OFFLINE"] = "1"
     plan = QUICK if args.quick else FULL
     settings = load_settings(None, args.home)
     registry = EngineRegistry.discover()
     text_spec, embed_spec = model_spec(settings, TEXT_MODEL), model_spec(settings, EMBED_MODEL)
-    text = [row for engine in TEXT_ENGINES for row in bench_text(registry, text_spec, args.home, engine, plan)]
-    embeddings = bench_embeddings(registry, embed_spec, args.home, plan)
+    text = [
+        row
+        for engine in (TEXT_ENGINES if args.only != "embeddings" else ())
+        for row in bench_text(registry, text_spec, args.home, engine, plan)
+    ]
+    embeddings = bench_embeddings(registry, embed_spec, args.home, plan) if args.only != "text" else []
     print(report(text, embeddings))
     payload = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -626,6 +636,8 @@ def main() -> None:
         "embeddings": [asdict(row) for row in embeddings],
     }
     name = "engines-quick.json" if args.quick else "engines.json"  # a smoke run leaves the full figures alone
+    if args.only:
+        name = name.replace(".json", f"-{args.only}.json")
     print(f"\nwrote {write_json(name, payload)}")
 
 

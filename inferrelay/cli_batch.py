@@ -67,6 +67,13 @@ def embed(
     backend: BackendOption = Backend.local,
     engine: Engine = None,
     dtype: Dtype = None,
+    compile: Annotated[
+        Optional[bool],  # noqa: UP045
+        typer.Option(
+            "--compile/--no-compile",
+            help="torch.compile a torch encoder (about 1.1x, after a 10-30 s compile); default: from 50,000 rows left.",
+        ),
+    ] = None,
     restart: Restart = False,
     config: Config = None,
     progress: ProgressOption = True,
@@ -78,7 +85,7 @@ def embed(
     job = BatchJob(
         task="embed", input=input, outdir=output, model=model, home=_home(), config=_checked_config(config),
         text_column=text_column, id_column=id_column, engine=engine, dtype=dtype, batch_size=batch_size,
-        shard_size=shard_size, checkpoint_every=checkpoint_every, max_retries=max_retries,
+        shard_size=shard_size, checkpoint_every=checkpoint_every, max_retries=max_retries, compile=compile,
     )  # fmt: skip
     _run(job, workers, backend, restart, progress, metrics_port)
 
@@ -161,7 +168,7 @@ def _run(
     shown = Progress(enabled=progress)
     metrics = _serve_metrics(metrics_port, shown) if metrics_port else None
     try:
-        summary = run_job(job, lambda: _pool(job, workers, backend), restart, stop, shown, metrics)
+        summary = run_job(job, lambda resolved: _pool(resolved, workers, backend), restart, stop, shown, metrics)
     except ConfigError as exc:  # a worker's own reading of it
         config_failed(exc, job.config, from_env=False)
     except JobChanged as exc:

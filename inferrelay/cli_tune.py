@@ -67,6 +67,6 @@ def tune_command(
         extra = f", first token {t.first_token_ms:.0f} ms" if t.first_token_ms is not None else ""
         acc = f", accuracy {t.accuracy:.4f}" if t.accuracy is not None else ""
         mark = "" if t.keeps_accuracy else "  (not chosen: below the reference's accuracy or failed)"
-        typer.echo(f"{t.engine:9} {t.precision:9} {figure}{extra}{acc}{mark}")
+        typer.echo(f"{t.engine:9} {t.precision:15} {figure}{extra}{acc}{mark}")
     chain = " -> ".join(ordered.engines) if ordered else "?"
     typer.echo(f"chain: {chain}" + (" (as written in model-mappings.yaml)" if catalog.pinned(model) else ""))

@@ -18,7 +18,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import FrameType
 
 import numpy as np
@@ -33,7 +33,7 @@ from inferrelay.batch.checkpoints import (
     verify_shard,
 )
 from inferrelay.batch.inputs import fingerprint, read_rows
-from inferrelay.batch.job import BatchJob
+from inferrelay.batch.job import BatchJob, compile_for
 from inferrelay.batch.manifest import Manifest, ShardState, check_compatible
 from inferrelay.batch.pools import ChunkDone, ChunkFailed, Event, Pool, WorkerDied
 from inferrelay.batch.progress import Progress
@@ -239,15 +239,18 @@ class Coordinator:
 
 def run_job(
     job: BatchJob,
-    make_pool: Callable[[], Pool],
+    make_pool: Callable[[BatchJob], Pool],
     restart: bool = False,
     stop: Stop | None = None,
     progress: Progress | None = None,
     metrics: Metrics | None = None,
 ) -> Summary:
-    """Run or resume `job`; the workers start (and load the model) only once the manifest accepts the job."""
+    """Run or resume `job`; the workers start (and load the model) only once the manifest accepts the job, and
+    compile a torch encoder when the rows left pay for it (batch/job.py)."""
     manifest, rows = open_manifest(job, restart)
-    pool = make_pool()
+    left = sum(s.stop - s.start - s.rows_done for s in manifest.shards if s.state != "done")
+    job = replace(job, compile=compile_for(left, job.compile), rows_left=left)
+    pool = make_pool(job)
     try:
         progress = progress or Progress(enabled=False)
         return Coordinator(job, manifest, rows, pool, stop or Stop(), progress, metrics).run()

@@ -21,7 +21,7 @@ class Generation:
 
 @dataclass(frozen=True, kw_only=True)
 class BatchJob:
-    """Built by keyword: fourteen fields, several of one type, are too many to keep in order."""
+    """Built by keyword: sixteen fields, several of one type, are too many to keep in order."""
 
     task: Task
     input: Path
@@ -38,6 +38,8 @@ class BatchJob:
     checkpoint_every: int = 8
     max_retries: int = 2
     generation: Generation = Generation()
+    compile: bool | None = None  # torch.compile a torch encoder; None: when the rows left pay for it
+    rows_left: int = 0  # rows the job has left to compute when it starts (run_job sets it)
 
     @property
     def chunk_rows(self) -> int:
@@ -58,3 +60,14 @@ class BatchJob:
             return common
         g = self.generation
         return common | {"max_tokens": g.max_tokens, "temperature": g.temperature, "top_p": g.top_p, "seed": g.seed}
+
+
+COMPILE_ROWS = 50_000
+"""Rows left from which a job compiles a torch encoder it runs: the compile (6-25 s on 2 cores) pays back at
+1.15x eager torch's speed after some 12,000 to 50,000 rows (docs/batch.md). Whether the job runs torch rather than
+the chain's first engine is the tune's measurement (tune/book.py `compiled_pays`)."""
+
+
+def compile_for(rows_left: int, asked: bool | None) -> bool:
+    """Whether a job with `rows_left` compiles a torch encoder: as asked, else when the rows pay for the compile."""
+    return asked if asked is not None else rows_left >= COMPILE_ROWS

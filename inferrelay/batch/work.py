@@ -57,7 +57,9 @@ class Worker:
 
         self.job = job
         capability = Capability.EMBEDDINGS if job.task == "embed" else Capability.CHAT
-        model = load_model(job.model, load_settings(job.config, job.home), job.engine, job.dtype, capability)
+        compile = job.compile is True and job.task == "embed"
+        settings = load_settings(job.config, job.home)
+        model = load_model(job.model, settings, job.engine, job.dtype, capability, compile, job.rows_left)
         self._model = model
         self._compute: Callable[[list[Any]], dict[str, pa.Array]]
         if job.task == "embed":

@@ -51,7 +51,7 @@ def render(report: Report) -> str:
     if report.tuned:
         lines += ["", "TUNED HERE (inferrelay tune)"]
         lines += [
-            f"  {t['model']:<24} {t['engine']:<9} {t['precision']:<9} "
+            f"  {t['model']:<24} {t['engine']:<9} {t['precision']:<15} "
             f"{(format(t['value'], '.1f') + ' ' + t['metric']) if t['value'] is not None else 'failed'}"
             f"{'  (stale)' if t['stale'] else ''}"
             for t in report.tuned

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ from inferrelay.engines.pooling import mean_pool_normalized
 from inferrelay.engines.prompt_ids import HFPromptTokenizer, chat_prompt_ids
 from inferrelay.engines.token_bound import longest_entry
 from inferrelay.engines.torch_batch import PaddedBatcher, seeded_generator
+from inferrelay.engines.torch_compile import compiled, wants_compile, warm_up
 from inferrelay.engines.window import Window, longest_token, window_of
 from inferrelay.errors import ErrorKind, InferrelayError, classify
 
@@ -85,7 +88,10 @@ class TorchEngine(Engine):
                 window = (
                     model.context_length if source.format == "gguf" else window_of(source.path, model.context_length)
                 )
-                return TorchEncoder(_place(encoder, device), tokenizer, device, window)
+                loaded = TorchEncoder(_place(encoder, device), tokenizer, device, window)
+                if wants_compile(model.engine_options):
+                    loaded.compile(model.name, home)
+                return loaded
             decoder = transformers.AutoModelForCausalLM.from_pretrained(**kwargs, dtype=dtype)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise InferrelayError(
@@ -237,6 +243,19 @@ class TorchEncoder(Wrappable, EmbeddingModel):
         self._device = device
         self.context_length = window
         self._window = Window(window, longest_token(tokenizer.get_vocab()))
+        self._calls: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        self.compile_failure: str | None = None
+
+    def compile(self, name: str, home: Path) -> None:
+        """Run through torch.compile from now on, compiled here and now; eager again if that fails."""
+        eager = self._model
+        self._model = compiled(eager, home)
+        self._calls = threading.Lock()  # one compiled call at a time: a recompile must not race another call
+
+        def back() -> None:
+            self._model, self._calls = eager, contextlib.nullcontext()
+
+        self.compile_failure = warm_up(name, lambda: (self.embed(["warm up"] * 2), self.embed(["warm up"])), back)
 
     def embed(self, texts: list[str], truncate: bool = True) -> Embeddings:
         import torch
@@ -251,7 +270,7 @@ class TorchEncoder(Wrappable, EmbeddingModel):
         lengths = batch["attention_mask"].sum(1).tolist()
         check_input_lengths(lengths, self.context_length)
         batch = batch.to(self._device)
-        with torch.inference_mode():
+        with self._calls, torch.inference_mode():
             hidden = self._model(**batch).last_hidden_state
             vectors = mean_pool_normalized(hidden, batch["attention_mask"])
         return Embeddings(vectors.float().cpu().numpy().astype(np.float32), int(sum(lengths)))

@@ -21,6 +21,7 @@ from typing import Any
 from inferrelay.tune import fingerprint
 
 BOOK_NAME = "tunings.sqlite3"
+COMPILED = "float32+compile"  # the precision label of a torch encoder measured through torch.compile (run.py)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tunings (
     model TEXT NOT NULL,
@@ -110,6 +111,19 @@ class TuningBook:
         first = [t.engine for t in fast]
         return first + [engine for engine in chain if engine not in first]
 
+    def compiled_pays(self, model: str, chain: list[str], rows: int, device: str = "cpu") -> bool:
+        """Whether torch through torch.compile, measured here, computes `rows` sooner than every engine of the chain
+        as it serves, each with its measured load (the compile is in the compiled row's) and the model's accuracy:
+        then a batch job of that many rows runs it (batch/model.py)."""
+        current = [
+            t
+            for t in self.of(model)
+            if t.device == device and t.fingerprint == fingerprint.digest() and t.engine in chain and t.keeps_accuracy
+        ]
+        compiled = [_seconds(t, rows) for t in current if t.precision == COMPILED and t.value]
+        served = [_seconds(t, rows) for t in current if t.serves and t.value]
+        return bool(compiled) and compiled[0] < min(served, default=float("inf"))
+
     def _all(self) -> list[Tuning]:
         try:
             stat = os.stat(self.path)
@@ -133,6 +147,11 @@ class TuningBook:
                 yield db
         finally:
             db.close()
+
+
+def _seconds(tuning: Tuning, rows: int) -> float:
+    """The time to load the model and embed `rows` at the measured rate."""
+    return (tuning.load_s or 0.0) + rows / (tuning.value or 1.0)
 
 
 def _tuning(row: tuple[Any, ...]) -> Tuning:

@@ -17,8 +17,9 @@ from inferrelay.tune.run import tune
 def main() -> None:
     home, seconds, device = Path(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
     spec = ModelSpec.model_validate(json.loads(sys.stdin.read()))
-    # Another server may have tuned it while this one waited: then its results are read, and written back as they are.
-    tunings = tune(spec, home, EngineRegistry.discover(), device, seconds, fresh_enough=True)
+    # Only what a server runs (no compiled encoder: that is for batch jobs). Another server may have tuned it
+    # while this one waited: then its results are read, and written back as they are.
+    tunings = tune(spec, home, EngineRegistry.discover(), device, seconds, fresh_enough=True, jobs=False)
     TuningBook(home).record(tunings)
     print(json.dumps([t.view() for t in tunings]))
 

@@ -19,15 +19,15 @@ from inferrelay.config.schema import ModelSpec
 from inferrelay.engines.registry import EngineRegistry
 from inferrelay.tune import fingerprint
 from inferrelay.tune.alone import measure_alone
-from inferrelay.tune.book import Tuning, TuningBook
+from inferrelay.tune.book import COMPILED, Tuning, TuningBook
 from inferrelay.tune.workload import Measured, accuracy, keeps_accuracy
 
 REFERENCE_ENGINES = ("torch", "onnx", "llamacpp")
 """Whose float32 output is the reference, first found first: torch runs the weights as the model's authors do."""
 
 
-def plan(spec: ModelSpec, registry: EngineRegistry) -> list[tuple[str, str, bool]]:
-    """(engine, dtype, serves) to measure: the reference engine first."""
+def plan(spec: ModelSpec, registry: EngineRegistry, jobs: bool = True) -> list[tuple[str, str, bool]]:
+    """(engine, dtype, serves) to measure: the reference engine first; with `jobs`, an encoder's torch compiled too."""
     encoder = Capability.EMBEDDINGS in spec.capabilities
     steps: list[tuple[str, str, bool]] = []
     for name in sorted(spec.engines, key=lambda e: REFERENCE_ENGINES.index(e) if e in REFERENCE_ENGINES else 99):
@@ -38,6 +38,8 @@ def plan(spec: ModelSpec, registry: EngineRegistry) -> list[tuple[str, str, bool
         lower = engine.lower_precision(encoder, served) if engine is not None else None
         if lower is not None:
             steps.append((name, lower, False))
+        if name == "torch" and encoder and jobs and served == "float32":
+            steps.append((name, COMPILED, False))
     return steps
 
 
@@ -49,12 +51,14 @@ def tune(
     seconds: float = 3.0,
     on_step: Callable[[str], None] | None = None,
     fresh_enough: bool = False,
+    jobs: bool = True,
 ) -> list[Tuning]:
+    """`jobs`: also what only batch jobs run (a compiled torch encoder); a server's own tune leaves it out."""
     with one_at_a_time(home):
         recorded = [t for t in TuningBook(home).of(spec.name) if t.fingerprint == fingerprint.digest()]
         if fresh_enough and recorded:
             return recorded
-        return _tune(spec, home, registry, device, seconds, on_step)
+        return _tune(spec, home, registry, device, seconds, on_step, jobs)
 
 
 @contextmanager
@@ -76,12 +80,13 @@ def _tune(
     device: str,
     seconds: float,
     on_step: Callable[[str], None] | None,
+    jobs: bool,
 ) -> list[Tuning]:
     capability = Capability.EMBEDDINGS if Capability.EMBEDDINGS in spec.capabilities else Capability.CHAT
     metric = "sentences_per_s" if capability is Capability.EMBEDDINGS else "tokens_per_s"
     reference = None
     tunings = []
-    for name, dtype, serves in plan(spec, registry):
+    for name, dtype, serves in plan(spec, registry, jobs):
         if on_step:
             on_step(f"{name} {dtype}")
         state = registry.state(name)
@@ -89,7 +94,9 @@ def _tune(
             reason = state.probe.reason if state else "not installed"
             measured = Measured(None, None, None, error=f"cannot run here: {reason}")
         else:
-            one = spec.model_copy(update={"dtype": dtype, "engines": [name]})
+            precision, _, mode = dtype.partition("+")
+            options = {**spec.engine_options, "torch": {**spec.engine_options.get("torch", {}), "compile": bool(mode)}}
+            one = spec.model_copy(update={"dtype": precision, "engines": [name], "engine_options": options})
             measured = measure_alone(one, device, home, seconds)  # a process of its own: tune/alone.py
         if reference is None and measured.output is not None and dtype in ("auto", "float32"):
             reference = measured.output

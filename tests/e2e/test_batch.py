@@ -179,3 +179,18 @@ def test_int8_embeddings_stay_close_to_sentence_transformers_and_dtype_is_part_o
     torch_int8 = run(test_home, str(source), "-o", str(tmp_path / "torch"), "--dtype", "int8", "--engine", "torch")
     assert torch_int8.returncode == 2
     assert "torch runs a model in auto, float32, float16, bfloat16, not 'int8'" in torch_int8.stderr
+
+
+def test_a_compiled_torch_job_writes_the_eager_vectors(test_home: Path, tmp_path: Path) -> None:
+    source = write_input(tmp_path / "in.jsonl", sentences(200))
+    torch_job = [str(source), "--engine", "torch", *SMALL]
+    compiled = run(test_home, *torch_job, "-o", str(tmp_path / "compiled"), "--compile")
+    assert compiled.returncode == 0, compiled.stderr
+    assert "compiled by torch.compile" in compiled.stderr
+    eager = run(test_home, *torch_job, "-o", str(tmp_path / "eager"), "--no-compile")
+    assert eager.returncode == 0, eager.stderr
+    assert "torch.compile" not in eager.stderr  # 200 rows: no compile unless asked
+    ids, vectors = embeddings(tmp_path / "compiled")
+    eager_ids, eager_vectors = embeddings(tmp_path / "eager")
+    assert ids == eager_ids == [f"row-{i}" for i in range(200)]
+    np.testing.assert_allclose(vectors, eager_vectors, atol=1e-5)

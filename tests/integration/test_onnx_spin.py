@@ -35,6 +35,8 @@ def test_spinning_is_the_batch_jobs_and_changes_no_vector(test_home: Path) -> No
 def test_a_model_that_says_otherwise_keeps_its_threads_asleep() -> None:
     assert dedicated({"onnx": {"spin": False}, "torch": {"parallel": 2}}) == {
         "onnx": {"spin": False},
-        "torch": {"parallel": 2},
+        "torch": {"compile": False, "parallel": 2},
     }
-    assert dedicated({}) == {"onnx": {"spin": True}}
+    assert dedicated({}) == {"onnx": {"spin": True}, "torch": {"compile": False}}
+    assert dedicated({"torch": {"compile": False}}, compile=True)["torch"] == {"compile": False}
+    assert dedicated({}, compile=True)["torch"] == {"compile": True}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -73,7 +74,7 @@ def test_a_dead_worker_is_replaced_and_its_shard_retried_from_its_last_checkpoin
     job = _job(tmp_path)
     pools: list[Scripted] = []
 
-    def make() -> Scripted:
+    def make(_: BatchJob) -> Scripted:
         pools.append(Scripted(job, 2, die_on={(1, 2)}, fail_shards=set(), depth=depth))
         return pools[0]
 
@@ -93,7 +94,7 @@ def test_a_dead_worker_is_replaced_and_its_shard_retried_from_its_last_checkpoin
 def test_a_shard_failing_past_max_retries_is_failed_and_the_others_finish(tmp_path: Path, depth: int) -> None:
     job = _job(tmp_path, max_retries=2)
     pool = Scripted(job, 1, die_on=set(), fail_shards={0}, depth=depth)
-    summary = run_job(job, lambda: pool)
+    summary = run_job(job, lambda _: pool)
     assert summary.failed == ["shard 0: bad_request: scripted"]
     assert summary.retries == 2
     manifest = json.loads((job.outdir / "_manifest.json").read_text())
@@ -105,7 +106,7 @@ def test_a_stop_request_leaves_no_shard_running(tmp_path: Path) -> None:
     job = _job(tmp_path)
     stop = Stop()
     stop.requested = True  # as after Ctrl-C: nothing new starts
-    summary = run_job(job, lambda: Scripted(job, 1, set(), set()), stop=stop)
+    summary = run_job(job, lambda _: Scripted(job, 1, set(), set()), stop=stop)
     assert summary.stopped
     assert summary.rows_computed == 0
     assert {s["state"] for s in json.loads((job.outdir / "_manifest.json").read_text())["shards"]} == {"pending"}
@@ -146,7 +147,7 @@ def test_workers_are_pinned_to_the_visible_gpus(monkeypatch: pytest.MonkeyPatch)
 def test_progress_line_shows_rate_eta_and_shards(tmp_path: Path) -> None:
     job = _job(tmp_path)
     progress = Progress(enabled=True, bar=False)
-    run_job(job, lambda: Scripted(job, 1, set(), fail_shards={2}), progress=progress)
+    run_job(job, lambda _: Scripted(job, 1, set(), fail_shards={2}), progress=progress)
     line = progress.line()
     assert line.startswith("8/10 rows (80%), ")
     assert line.endswith("shards 2/3 done, 1 failed")
@@ -184,7 +185,7 @@ def _inline(job: BatchJob, worker: Lengths) -> InlinePool:
 def test_the_inline_pool_computes_ahead_and_a_failed_chunk_voids_the_one_after_it(tmp_path: Path) -> None:
     job = _job(tmp_path, rows=12)
     worker = Lengths(fail={(1, 0)})  # shard 1's first chunk fails once; its second was already submitted
-    summary = run_job(job, lambda: _inline(job, worker))
+    summary = run_job(job, lambda _: _inline(job, worker))
     assert (summary.retries, summary.failed, summary.rows_computed) == (1, [], 12)
     assert worker.computed[:4] == [(0, 0), (0, 2), (1, 0), (1, 2)]  # two chunks of a shard at a time
     assert worker.computed[4:] == [(2, 0), (2, 2), (1, 0), (1, 2)]  # the retry last, from the shard's start
@@ -198,11 +199,31 @@ def test_the_inline_pool_computes_ahead_and_a_failed_chunk_voids_the_one_after_i
 def test_a_stop_lets_the_inline_pool_commit_the_chunks_it_holds_then_the_job_resumes(tmp_path: Path) -> None:
     job = _job(tmp_path, rows=12)
     stop = Stop()
-    first = run_job(job, lambda: _inline(job, Lengths(set(), stop)), stop=stop)
+    first = run_job(job, lambda _: _inline(job, Lengths(set(), stop)), stop=stop)
     assert first.stopped
     assert first.rows_computed == 8  # shard 1's two chunks were held when the stop came: both committed
     manifest = json.loads((job.outdir / "_manifest.json").read_text())
     assert [(s["state"], s["rows_done"]) for s in manifest["shards"]] == [("done", 4), ("done", 4), ("pending", 0)]
-    resumed = run_job(job, lambda: _inline(job, Lengths(set())))
+    resumed = run_job(job, lambda _: _inline(job, Lengths(set())))
     assert (resumed.stopped, resumed.rows_computed) == (False, 4)
     assert list(pd.read_parquet(job.outdir)["length"]) == [12 - i for i in range(12)]
+
+
+def test_a_job_compiles_a_torch_encoder_only_when_its_rows_left_pay_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import inferrelay.batch.job
+
+    monkeypatch.setattr(inferrelay.batch.job, "COMPILE_ROWS", 10)
+    job = _job(tmp_path)
+    given: list[bool | None] = []
+
+    def make(resolved: BatchJob) -> Scripted:
+        given.append(resolved.compile)
+        return Scripted(resolved, 1, set(), set())
+
+    run_job(job, make)  # 10 rows left: enough
+    run_job(job, make)  # done: none left
+    run_job(replace(job, compile=True), make)  # asked, whatever is left
+    run_job(replace(job, compile=False), make, restart=True)  # refused, with 10 rows left
+    assert given == [True, False, True, False]

@@ -18,7 +18,7 @@ from inferrelay.engines.registry import EngineRegistry
 from inferrelay.runtime.catalog import ModelCatalog
 from inferrelay.runtime.registry import ModelRegistry
 from inferrelay.tune import fingerprint, run
-from inferrelay.tune.book import Tuning, TuningBook
+from inferrelay.tune.book import COMPILED, Tuning, TuningBook
 
 
 def tuning(engine: str, value: float | None, *, keeps: bool = True, serves: bool = True, stale: bool = False) -> Tuning:
@@ -104,3 +104,39 @@ fcntl.flock(lock, fcntl.LOCK_EX)
 print("held", flush=True)
 sys.stdin.read()
 """
+
+
+def compiled(value: float, *, keeps: bool = True, stale: bool = False) -> Tuning:
+    mark = "another-machine" if stale else fingerprint.digest()
+    return Tuning(MINILM.name, "torch", COMPILED, False, "cpu", mark, time.time(), "sentences_per_s", value, None,
+                  20.0, 1.0 if keeps else 0.98, keeps, None)  # fmt: skip
+
+
+def test_a_compiled_torch_encoder_is_measured_for_jobs_only(tmp_path: Path) -> None:
+    engines = EngineRegistry.discover()
+    if engines.state("torch") is None or engines.state("torch").engine is None:  # type: ignore[union-attr]
+        pytest.skip("torch engine unavailable")
+    assert ("torch", COMPILED, False) in run.plan(MINILM, engines)
+    assert ("torch", COMPILED, False) not in run.plan(MINILM, engines, jobs=False)  # a server's own tune
+    bf16 = MINILM.model_copy(update={"dtype": "bfloat16"})
+    assert all(step[1] != COMPILED for step in run.plan(bf16, engines))  # compiled only at float32
+    smollm = next(m for m in embedded_models() if MINILM.name != m.name)
+    assert all(step[1] != COMPILED for step in run.plan(smollm, engines))  # encoders only
+
+
+def test_a_long_job_runs_compiled_torch_only_where_it_pays_for_its_compile(tmp_path: Path) -> None:
+    book = TuningBook(tmp_path)
+    chain, long, short = ["onnx", "torch"], 200_000, 50_000
+    assert not book.compiled_pays(MINILM.name, chain, long)  # nothing measured
+    served = [tuning("onnx", 310.0), tuning("torch", 290.0)]  # loads in 1 s; the compiled one in 20 s
+    book.record([*served, compiled(330.0)])  # 19 s more to load, 0.2 ms less a row: even at 97,000 rows
+    assert book.compiled_pays(MINILM.name, chain, long)
+    assert not book.compiled_pays(MINILM.name, chain, short)
+    assert book.order(MINILM.name, chain) == ["onnx", "torch"]  # a server's order ignores the compiled row
+    assert not book.compiled_pays(MINILM.name, ["onnx"], long)  # torch not in the chain
+    book.record([*served, compiled(300.0)])  # slower than onnx as served
+    assert not book.compiled_pays(MINILM.name, chain, long)
+    book.record([*served, compiled(400.0, keeps=False)])  # other vectors
+    assert not book.compiled_pays(MINILM.name, chain, long)
+    book.record([*served, compiled(400.0, stale=True)])  # another machine's
+    assert not book.compiled_pays(MINILM.name, chain, long)
