@@ -2,11 +2,11 @@
 
 TorchInductor fuses the encoder's elementwise work (bias, GELU, layer norm,
 softmax) into generated C++ kernels around the matrix products: on the 2-core
-VM about 1.1x the eager sentences/s of the same model (docs/batch.md). It
-costs a compile when the model loads (20-30 s cold, under 10 s once the
-kernels are in $INFERRELAY_HOME/cache/inductor), which is why a server does
-not compile by default and a batch job does only when it has enough rows to
-pay it back (batch/model.py). The compile needs a C++ compiler: where it
+VM 1.15x the eager rows/s of the same model in a batch job (docs/batch.md). It
+costs a compile when the model loads (23 s cold, 5-10 s once the kernels are
+in $INFERRELAY_HOME/cache/inductor), which is why a server does not compile
+unless asked and a batch job does only when it has enough rows to pay it back
+(batch/job.py, tune/book.py). The compile needs a C++ compiler: where it
 fails, the model runs eager and says why, once, in the log.
 """
 
