@@ -21,6 +21,9 @@ from typing import Any
 from inferrelay.tune import fingerprint
 
 BOOK_NAME = "tunings.sqlite3"
+TIE = 0.05
+"""Figures within 5% of each other are a tie: `inferrelay tune`'s 3 s measurements of one engine differed by up to
+9% between runs on the 2-core VM, so a smaller difference is no reason to leave the configured order."""
 COMPILED = "float32+compile"  # the precision label of a torch encoder measured through torch.compile (run.py)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tunings (
@@ -94,8 +97,9 @@ class TuningBook:
         return list(self._all())
 
     def order(self, model: str, chain: list[str], device: str = "cpu") -> list[str] | None:
-        """The chain fastest first among engines measured here that keep the accuracy; None: nothing measured
-        under this machine's fingerprint."""
+        """The chain fastest first among engines measured here that keep the accuracy, where "faster" means by
+        more than TIE: within it, the configured order stays (a short tune's figures move by that much from run to
+        run). None: nothing measured under this machine's fingerprint."""
         current = fingerprint.digest()
         served = {
             t.engine: t
@@ -104,10 +108,12 @@ class TuningBook:
         }
         if not served:
             return None
-        fast = sorted(
-            (t for t in served.values() if t.keeps_accuracy and t.value is not None),
-            key=lambda t: -(t.value or 0.0),
-        )
+        fast: list[Tuning] = []
+        for t in (served[e] for e in chain if e in served and served[e].keeps_accuracy and served[e].value):
+            place = len(fast)  # ahead of an engine configured before it only when faster by more than the noise
+            while place and (t.value or 0.0) > (fast[place - 1].value or 0.0) * (1 + TIE):
+                place -= 1
+            fast.insert(place, t)
         first = [t.engine for t in fast]
         return first + [engine for engine in chain if engine not in first]
 

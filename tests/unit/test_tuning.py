@@ -38,6 +38,17 @@ def test_fastest_accurate_engine_first_then_the_rest_in_their_order(tmp_path: Pa
     assert book.order(MINILM.name, ["onnx", "torch"]) == ["torch", "onnx"]
 
 
+def test_figures_within_the_noise_keep_the_configured_order(tmp_path: Path) -> None:
+    book = TuningBook(tmp_path)
+    book.record([tuning("onnx", 300.0), tuning("torch", 310.0)])  # 3% apart: a tie
+    assert book.order(MINILM.name, ["onnx", "torch"]) == ["onnx", "torch"]
+    assert book.order(MINILM.name, ["torch", "onnx"]) == ["torch", "onnx"]
+    book.record([tuning("onnx", 300.0), tuning("torch", 320.0)])  # 6.7% apart
+    assert book.order(MINILM.name, ["onnx", "torch"]) == ["torch", "onnx"]
+    book.record([tuning("onnx", 100.0), tuning("torch", 103.0), tuning("llamacpp", 110.0)])
+    assert book.order(MINILM.name, ["onnx", "torch", "llamacpp"]) == ["llamacpp", "onnx", "torch"]
+
+
 def test_a_tuning_from_another_fingerprint_is_stale(tmp_path: Path) -> None:
     book = TuningBook(tmp_path)
     book.record([tuning("torch", 270.0, stale=True), tuning("onnx", 250.0, stale=True)])
