@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from tests.e2e.test_draining import alive, until
@@ -78,8 +79,10 @@ def test_two_server_processes_share_one_worker_per_model(start_server: Any, own_
 
     answers = until_both_servers_hold_it(server.url)
     assert {a.status_code for a in answers} == {200}
-    vectors = {tuple(a.json()["data"][0]["embedding"]) for a in answers}
-    assert len(vectors) == 1, "one model, one answer, whichever server was asked"
+    # one model, one answer, whichever server was asked; to the last bits only where the same number of requests
+    # shared a batch (onnxruntime's matrix product takes other paths for 1 row and for 8)
+    vectors = np.array([a.json()["data"][0]["embedding"] for a in answers])
+    np.testing.assert_allclose(vectors, np.broadcast_to(vectors[0], vectors.shape), rtol=0, atol=1e-6)
     assert workers_of(parent).count(("onnx", MODEL)) == 1, workers_of(parent)
     assert all(workers_of(child) == [] for child in servers), "no server process starts a worker of its own"
     worker = shared_worker(server.url)
