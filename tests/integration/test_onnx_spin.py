@@ -6,22 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from inferrelay.batch.model import dedicated
 from inferrelay.config.embedded import MINILM
-from inferrelay.engines.registry import EngineRegistry
+from tests.engine_here import engine_or_skip
 
 TEXTS = ["threads that spin", "threads that sleep"]
 
 
 def test_spinning_is_the_batch_jobs_and_changes_no_vector(test_home: Path) -> None:
-    state = EngineRegistry.discover().state("onnx")
-    assert state is not None
-    if state.engine is None:
-        pytest.skip(f"onnx engine unavailable: {state.probe.reason}")
+    onnx = engine_or_skip("onnx")
     batch = MINILM.model_copy(update={"engine_options": dedicated(MINILM.engine_options)})
-    served, spinning = (state.engine.load(spec, "cpu", test_home) for spec in (MINILM, batch))
+    served, spinning = (onnx.load(spec, "cpu", test_home) for spec in (MINILM, batch))
     try:
         entries = [m._session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")  # type: ignore[attr-defined]
                    for m in (served, spinning)]  # fmt: skip

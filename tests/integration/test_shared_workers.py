@@ -22,6 +22,7 @@ from inferrelay.errors import ErrorKind, InferrelayError
 from inferrelay.runtime.model_host import ModelHost
 from inferrelay.runtime.shared_workers import start_shared_worker
 from inferrelay.runtime.workers import WorkerCrashed, WorkerModel, start_worker
+from tests.engine_here import engine_or_skip
 
 TEXTS = ["a worker for the whole machine", "one copy of the weights", "several servers call it"]
 BOUND_S = 30
@@ -39,11 +40,7 @@ def host(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModelHost]:
 
 @pytest.fixture(scope="module")
 def onnx() -> Engine:
-    state = EngineRegistry.discover().state("onnx")
-    assert state is not None
-    if state.engine is None:
-        pytest.skip(f"onnx engine unavailable: {state.probe.reason}")
-    return state.engine
+    return engine_or_skip("onnx")
 
 
 def attach(onnx: Engine, home: Path) -> WorkerModel:

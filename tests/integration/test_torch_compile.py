@@ -11,17 +11,13 @@ import pytest
 
 from inferrelay.batch.model import dedicated
 from inferrelay.config.embedded import MINILM
-from inferrelay.engines.registry import EngineRegistry
+from tests.engine_here import engine_or_skip
 
 TEXTS = ["a", "the cat sat on the mat", "a longer sentence about a river that runs under a large red city " * 4]
 
 
 def _torch_engine() -> Any:
-    state = EngineRegistry.discover().state("torch")
-    assert state is not None
-    if state.engine is None:
-        pytest.skip(f"torch engine unavailable: {state.probe.reason}")
-    return state.engine
+    return engine_or_skip("torch")
 
 
 def _load(engine: Any, home: Path, compile: bool) -> Any:

@@ -19,6 +19,7 @@ from inferrelay.runtime.catalog import ModelCatalog
 from inferrelay.runtime.registry import ModelRegistry
 from inferrelay.tune import fingerprint, run
 from inferrelay.tune.book import COMPILED, Tuning, TuningBook
+from tests.engine_here import engine_or_skip
 
 
 def tuning(engine: str, value: float | None, *, keeps: bool = True, serves: bool = True, stale: bool = False) -> Tuning:
@@ -124,9 +125,8 @@ def compiled(value: float, *, keeps: bool = True, stale: bool = False) -> Tuning
 
 
 def test_a_compiled_torch_encoder_is_measured_for_jobs_only(tmp_path: Path) -> None:
+    engine_or_skip("torch")
     engines = EngineRegistry.discover()
-    if engines.state("torch") is None or engines.state("torch").engine is None:  # type: ignore[union-attr]
-        pytest.skip("torch engine unavailable")
     assert ("torch", COMPILED, False) in run.plan(MINILM, engines)
     assert ("torch", COMPILED, False) not in run.plan(MINILM, engines, jobs=False)  # a server's own tune
     bf16 = MINILM.model_copy(update={"dtype": "bfloat16"})
