@@ -95,7 +95,9 @@ def _tune(
             measured = Measured(None, None, None, error=f"cannot run here: {reason}")
         else:
             precision, _, mode = dtype.partition("+")
-            options = {**spec.engine_options, "torch": {**spec.engine_options.get("torch", {}), "compile": bool(mode)}}
+            options = spec.engine_options  # as the model is served; the compiled step turns the compile on
+            if mode:
+                options = {**options, "torch": {**options.get("torch", {}), "compile": True}}
             one = spec.model_copy(update={"dtype": precision, "engines": [name], "engine_options": options})
             measured = measure_alone(one, device, home, seconds)  # a process of its own: tune/alone.py
         if reference is None and measured.output is not None and dtype in ("auto", "float32"):
